@@ -1,0 +1,51 @@
+# mlflow-platform: provision, test and measure the MLflow platform bundle.
+PYTHON      ?= /usr/bin/python3
+TOOLS_VENV  := .venv/tools
+DEV_VENV    := .venv/dev
+INVENTORY   ?= ansible/inventories/local
+ANSIBLE_ARGS ?=
+export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help up down test test-infra lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(TOOLS_VENV)/.installed: requirements/tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -r requirements/tools.txt
+	touch $@
+
+$(DEV_VENV)/.installed: requirements/server.lock requirements/dev.txt requirements/tools.txt pyproject.toml
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_VENV)/bin/pip install -q --upgrade pip
+	$(DEV_VENV)/bin/pip install -q -r requirements/server.lock -r requirements/dev.txt
+	$(DEV_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+up: $(TOOLS_VENV)/.installed  ## provision the whole platform on this host
+	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
+
+down: $(TOOLS_VENV)/.installed  ## stop the platform's services, keeping all data
+	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/down.yml $(ANSIBLE_ARGS)
+
+test: $(DEV_VENV)/.installed  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
+	$(DEV_VENV)/bin/pytest -q
+
+test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## converge site.yml on this host, then test it
+	$(DEV_VENV)/bin/pytest -q tests/infra
+
+lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy
+	cd ansible && ../$(DEV_VENV)/bin/ansible-lint --profile production
+	$(DEV_VENV)/bin/yamllint -s .
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
+	$(DEV_VENV)/bin/mypy
+
+bench: $(DEV_VENV)/.installed  ## side-by-side benchmarks; results under results/
+	$(DEV_VENV)/bin/python -m tests.bench
+
+clean:  ## remove the venvs and results (never touches provisioned data)
+	rm -rf .venv results build

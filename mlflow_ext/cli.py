@@ -1,0 +1,38 @@
+"""The `mlflow-ext` command line. Library code raises MlflowExtError; this is the one place that
+turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlflow_ext import __version__
+from mlflow_ext.errors import MlflowExtError
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mlflow-ext")
+def main() -> None:
+    """Operate the mlflow-platform: server entrypoint, lineage, promotion, GoCD."""
+
+
+# Commands are registered here, one module per concern.
+from mlflow_ext.commands.server import server_group  # noqa: E402
+
+main.add_command(server_group)
+
+
+def run() -> None:
+    """Console entry point: MlflowExtError becomes a one-line message and its exit code."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MlflowExtError as exc:
+        click.echo(f"mlflow-ext: {exc}", err=True)
+        sys.exit(exc.exit_code)

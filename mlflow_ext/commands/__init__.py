@@ -1,0 +1,1 @@
+"""Subcommands of the `mlflow-ext` CLI, one module per concern."""

@@ -1,0 +1,88 @@
+"""`mlflow-ext server ...`: the entrypoint that systemd units and containers run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from mlflow_ext import server as entrypoint
+from mlflow_ext import settings
+
+env_file_option = click.option(
+    "--env-file",
+    envvar="MLFLOW_EXT_ENV_FILE",
+    type=click.Path(dir_okay=False),
+    help="KEY=value file overlaid on the environment (the same file systemd and compose use).",
+)
+output_option = click.option(
+    "--output",
+    envvar="MLFLOW_EXT_OUTPUT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+
+
+def _emit(data: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+@click.group("server")
+def server_group() -> None:
+    """Run, migrate and check the MLflow tracking server."""
+
+
+@server_group.command("run")
+@env_file_option
+def run(env_file: str | None) -> None:
+    """Validate the environment and exec `mlflow server` (no secret on its command line)."""
+    entrypoint.run(settings.environ_with_file(env_file))
+
+
+@server_group.command("migrate")
+@env_file_option
+@output_option
+def migrate(env_file: str | None, output: str) -> None:
+    """Upgrade the tracking and auth schemas; `changed` is true only when a migration ran."""
+    values = entrypoint.resolve(settings.environ_with_file(env_file))
+    report = entrypoint.migrate(values)
+    if output == "json":
+        _emit(report, output)
+    else:
+        for name in ("tracking", "auth"):
+            if name in report:
+                part = report[name]
+                verb = "upgraded" if part["changed"] else "up to date at"
+                click.echo(f"{name}: {verb} {part['after']}" + (f" (from {part['before']})" if part["changed"] else ""))
+
+
+@server_group.command("check")
+@env_file_option
+@output_option
+def check(env_file: str | None, output: str) -> None:
+    """Validate the environment and show the resolved settings, secrets masked."""
+    values = entrypoint.resolve(settings.environ_with_file(env_file))
+    _emit(settings.masked(values), output)
+
+
+@server_group.command("settings")
+@click.option("--format", "fmt", type=click.Choice(["env", "markdown", "json"]), default="markdown")
+def list_settings(fmt: str) -> None:
+    """Print the settings registry: an example env file, the README table, or JSON."""
+    if fmt == "env":
+        click.echo(settings.render_env_example(), nl=False)
+    elif fmt == "markdown":
+        click.echo(settings.render_markdown_table(), nl=False)
+    else:
+        rows = [
+            {"name": s.name, "scope": s.scope, "default": s.default, "secret": s.secret,
+             "required": s.required, "required_with_auth": s.required_with_auth, "doc": s.doc}
+            for s in settings.SETTINGS
+        ]
+        click.echo(json.dumps(rows, indent=2))

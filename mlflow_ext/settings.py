@@ -1,0 +1,424 @@
+"""The one list of configuration: every environment variable the platform reads.
+
+The server's environment file (rendered by Ansible, passed by compose's ``env_file``) is the contract
+between the deployment tools and ``mlflow-ext server``. The example env file and the README's table are
+generated from ``SETTINGS``; contract tests fail when they drift.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mlflow_ext.errors import ConfigError
+
+Scope = Literal["server", "client"]
+
+# Docker and systemd parse env files differently; values free of these parse the same in both.
+_UNSAFE_ENV_CHARS = re.compile(r"[\s\"'$#`\\]")
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _database_uri(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ValueError("must be a database URI such as postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow")
+    if scheme in ("postgresql", "postgres"):
+        raise ValueError(
+            "must name the driver: use postgresql+psycopg2:// (SQLAlchemy would pick psycopg 3, not installed)"
+        )
+    if scheme not in ("postgresql+psycopg2", "sqlite"):
+        raise ValueError("must use postgresql+psycopg2:// or sqlite://")
+    userinfo = rest.split("@", 1)[0] if "@" in rest else ""
+    if ":" in userinfo:
+        raise ValueError("must not carry a password: put it in PGPASSFILE (or PGPASSWORD) instead")
+    return value
+
+
+def _s3_uri(value: str) -> str:
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", value):
+        raise ValueError("must be an S3 URI such as s3://mlflow-artifacts/")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^/\s]+/?", value):
+        raise ValueError("must be an http(s) URL such as http://127.0.0.1:8333")
+    return value
+
+
+def _password(value: str) -> str:
+    if len(value) < 12:
+        raise ValueError("must be at least 12 characters")
+    return value
+
+
+def _fernet_key(value: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(value)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be a Fernet key (url-safe base64 of 32 bytes)") from None
+    if len(raw) != 32:
+        raise ValueError("must be a Fernet key (url-safe base64 of 32 bytes)")
+    return value
+
+
+def _workers(value: str) -> int:
+    return _integer(1)(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, meaning, type and default."""
+
+    name: str
+    doc: str
+    example: str
+    parse: Callable[[str], Any] = _text
+    default: str | None = None
+    secret: bool = False
+    required: bool = False
+    # Required only when the auth app is on (MLFLOW_EXT_APP_NAME is not "none").
+    required_with_auth: bool = False
+    scope: Scope = "server"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- stores ---
+    Setting(
+        "MLFLOW_BACKEND_STORE_URI",
+        "Tracking and registry database. No password in the URI: libpq reads PGPASSFILE.",
+        "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow",
+        parse=_database_uri,
+        required=True,
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_DATABASE_URI",
+        "Database of users and permissions for the auth app. Same rules as the backend store URI.",
+        "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow_auth",
+        parse=_database_uri,
+        required_with_auth=True,
+    ),
+    Setting(
+        "PGPASSFILE",
+        "libpq password file (mode 0600, owned by the service user) holding the database password.",
+        "/etc/mlflow/pgpass",
+    ),
+    Setting(
+        "PGPASSWORD",
+        "Database password, for containers that cannot mount a password file. Prefer PGPASSFILE.",
+        "change-me-alphanumeric",
+        secret=True,
+    ),
+    Setting(
+        "MLFLOW_ARTIFACTS_DESTINATION",
+        "Bucket (and prefix) where the server stores artifacts; clients upload through the server.",
+        "s3://mlflow-artifacts/",
+        parse=_s3_uri,
+        required=True,
+    ),
+    Setting(
+        "MLFLOW_S3_ENDPOINT_URL",
+        "S3 endpoint for stores other than AWS (SeaweedFS, Ceph RGW, MinIO, Garage). Empty for AWS.",
+        "http://127.0.0.1:8333",
+        parse=_http_url,
+    ),
+    Setting("AWS_ACCESS_KEY_ID", "Access key of the artifact store.", "mlflowaccesskey", secret=True),
+    Setting("AWS_SECRET_ACCESS_KEY", "Secret key of the artifact store.", "mlflowsecretkey", secret=True),
+    Setting("AWS_DEFAULT_REGION", "Region of the artifact bucket.", "us-east-1", default="us-east-1"),
+    Setting(
+        "AWS_REQUEST_CHECKSUM_CALCULATION",
+        "boto3 >= 1.36 checksums break non-AWS S3 stores; compute them only when required.",
+        "when_required",
+        parse=_choice("when_required", "when_supported"),
+        default="when_required",
+    ),
+    Setting(
+        "AWS_RESPONSE_CHECKSUM_VALIDATION",
+        "See AWS_REQUEST_CHECKSUM_CALCULATION.",
+        "when_required",
+        parse=_choice("when_required", "when_supported"),
+        default="when_required",
+    ),
+    # --- web server ---
+    Setting("MLFLOW_HOST", "Address the server binds to.", "127.0.0.1", default="127.0.0.1"),
+    Setting("MLFLOW_PORT", "Port the server binds to.", "5000", parse=_integer(1), default="5000"),
+    Setting(
+        "MLFLOW_WORKERS",
+        "uvicorn worker processes. Unset: one per CPU core, at least two.",
+        "4",
+        parse=_workers,
+    ),
+    Setting(
+        "MLFLOW_SERVER_ALLOWED_HOSTS",
+        "Host headers the server answers (DNS-rebinding guard); name:* allows any port.",
+        "mlflow.example.com,mlflow.example.com:*,localhost,localhost:*",
+    ),
+    Setting(
+        "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
+        "Origins allowed to call the API from a browser.",
+        "https://mlflow.example.com",
+    ),
+    Setting(
+        "MLFLOW_SERVER_X_FRAME_OPTIONS",
+        "X-Frame-Options header of the UI.",
+        "SAMEORIGIN",
+        parse=_choice("SAMEORIGIN", "DENY", "NONE"),
+        default="SAMEORIGIN",
+    ),
+    Setting(
+        "MLFLOW_EXPOSE_PROMETHEUS",
+        "Directory for Prometheus multiprocess metrics; set it to serve /metrics (admin only under auth).",
+        "/run/mlflow-server/metrics",
+    ),
+    Setting(
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
+        "Database connections kept per pool (each worker has pools for tracking, registry and auth).",
+        "5",
+        parse=_integer(1),
+    ),
+    Setting(
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW",
+        "Extra connections a pool may open under load.",
+        "10",
+        parse=_integer(0),
+    ),
+    Setting(
+        "MLFLOW_SQLALCHEMYSTORE_POOLCLASS",
+        "SQLAlchemy pool class; NullPool behind PgBouncer.",
+        "NullPool",
+        parse=_choice("QueuePool", "NullPool"),
+    ),
+    Setting(
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+        "The job runner costs about 2 GB of memory and nothing here uses it.",
+        "false",
+        parse=_boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_DISABLE_TELEMETRY",
+        "MLflow's usage telemetry; off on the platform.",
+        "true",
+        parse=_boolean,
+        default="true",
+    ),
+    Setting(
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+        "Fernet key encrypting webhook secrets; identical on every host, or webhooks break on restart.",
+        "generate-with-python-cryptography-Fernet.generate_key",
+        parse=_fernet_key,
+        secret=True,
+    ),
+    # --- auth ---
+    Setting(
+        "MLFLOW_EXT_APP_NAME",
+        "Server app plugin: basic-auth (MLflow's auth app) or none (no auth; local development only).",
+        "basic-auth",
+        parse=_choice("basic-auth", "none"),
+        default="basic-auth",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_DEFAULT_PERMISSION",
+        "Permission a user has on resources nobody granted them.",
+        "NO_PERMISSIONS",
+        parse=_choice("NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"),
+        default="NO_PERMISSIONS",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS",
+        "Seconds a verified password stays cached per worker (0 = hash on every request).",
+        "30",
+        parse=_integer(0),
+        default="30",
+    ),
+    Setting(
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "Admin account created on first start.",
+        "admin",
+        default="admin",
+    ),
+    Setting(
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "Admin password, used on first start only (at least 12 characters).",
+        "change-me-at-least-12",
+        parse=_password,
+        secret=True,
+        required_with_auth=True,
+    ),
+    Setting(
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "Signs sessions and CSRF tokens; identical on every worker and host.",
+        "change-me-random-alphanumeric",
+        parse=_password,
+        secret=True,
+        required_with_auth=True,
+    ),
+    # --- entrypoint ---
+    Setting(
+        "MLFLOW_EXT_MIGRATE_ON_START",
+        "Upgrade both schemas before starting. Off where a separate migrate step runs (Ansible, compose).",
+        "false",
+        parse=_boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_EXT_RUNTIME_DIR",
+        "Private directory for the rendered auth config. Default: systemd's RUNTIME_DIRECTORY or a temp dir.",
+        "/run/mlflow-server",
+    ),
+)
+
+BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def server_settings() -> tuple[Setting, ...]:
+    return tuple(s for s in SETTINGS if s.scope == "server")
+
+
+def load(environ: Mapping[str, str], scope: Scope = "server") -> dict[str, Any]:
+    """Validate ``environ`` against the registry and return parsed values, defaults filled in.
+
+    Raises ConfigError listing every problem at once; messages name variables, never values.
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.scope != scope:
+            continue
+        raw = environ.get(setting.name, "")
+        if raw == "":
+            raw = setting.default or ""
+        if raw == "":
+            values[setting.name] = None
+            continue
+        if _UNSAFE_ENV_CHARS.search(raw):
+            problems.append(f"{setting.name} must not contain spaces, quotes, '$', '#' or backslashes")
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{setting.name} {exc}")
+    if scope == "server":
+        auth_on = values.get("MLFLOW_EXT_APP_NAME") != "none"
+        for setting in SETTINGS:
+            needed = setting.required or (setting.required_with_auth and auth_on)
+            if setting.scope == scope and needed and values.get(setting.name) is None:
+                if not any(p.startswith(setting.name + " ") for p in problems):
+                    problems.append(f"{setting.name} is required: {setting.doc}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return values
+
+
+def masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values fit to print: secrets that are set become '***'."""
+    return {
+        name: ("***" if BY_NAME[name].secret and value is not None else value)
+        for name, value in values.items()
+    }
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """Parse a KEY=value env file the way both systemd and compose read our unquoted values."""
+    entries: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path}:{number}: expected KEY=value")
+        entries[key] = value
+    return entries
+
+
+def environ_with_file(env_file: str | None) -> dict[str, str]:
+    """The process environment, overlaid by the env file when one is named."""
+    environ = dict(os.environ)
+    if env_file:
+        environ.update(read_env_file(env_file))
+    return environ
+
+
+def render_env_example() -> str:
+    """docker/mlflow.env.example: every server setting, secrets and optional ones commented out."""
+    lines = [
+        "# Environment of mlflow-ext server: the platform's one configuration contract.",
+        "# Generated by `mlflow-ext server settings --format env`; do not edit by hand.",
+        "# Values are unquoted and free of spaces, '$' and '#': Docker and systemd parse them alike.",
+    ]
+    for setting in server_settings():
+        lines.append("")
+        lines.append(f"# {setting.doc}")
+        flags = []
+        if setting.required or setting.required_with_auth:
+            flags.append("required" if setting.required else "required with auth")
+        if setting.secret:
+            flags.append("secret")
+        if setting.default is not None:
+            flags.append(f"default {setting.default}")
+        if flags:
+            lines.append(f"# ({', '.join(flags)})")
+        active = setting.required or setting.required_with_auth
+        lines.append(f"{'' if active else '# '}{setting.name}={setting.example}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown_table(scope: Scope = "server") -> str:
+    """The README's variable table."""
+    rows = ["| variable | default | required | secret | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        if s.scope != scope:
+            continue
+        required = "yes" if s.required else ("with auth" if s.required_with_auth else "")
+        rows.append(
+            f"| `{s.name}` | {f'`{s.default}`' if s.default else ''} | {required} | "
+            f"{'yes' if s.secret else ''} | {s.doc} |"
+        )
+    return "\n".join(rows) + "\n"
