@@ -103,6 +103,21 @@ def _fernet_key(value: str) -> str:
     return value
 
 
+def _subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated names, each one of ``choices``; ``none`` means the empty selection."""
+
+    def parse(value: str) -> tuple[str, ...]:
+        if value.strip().lower() == "none":
+            return ()
+        names = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise ValueError(f"must be a comma-separated subset of {', '.join(choices)} (or none)")
+        return names
+
+    return parse
+
+
 def _workers(value: str) -> int:
     return _integer(1)(value)
 
@@ -307,6 +322,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Private directory for the rendered auth config. Default: systemd's RUNTIME_DIRECTORY or a temp dir.",
         "/run/mlflow-server",
     ),
+    # --- client: lineage tags on every run (mlflow_ext.run_context, docs/run-tags.md) ---
+    Setting(
+        "MLFLOW_EXT_RUN_TAGS",
+        "Groups of lineage.* tags set on every new run: code, ci, env, notebook, host; none turns them off.",
+        "code,ci,env,notebook,host",
+        parse=_subset("code", "ci", "env", "notebook", "host"),
+        default="code,ci,env,notebook,host",
+        scope="client",
+    ),
+    Setting(
+        "MLFLOW_EXT_RUN_DIFF_MAX_BYTES",
+        "Largest uncommitted diff logged as the run artifact lineage/code.diff (cut beyond); 0 logs none.",
+        "1048576",
+        parse=_integer(0),
+        default="1048576",
+        scope="client",
+    ),
 )
 
 BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -378,12 +410,15 @@ def read_env_file(path: str) -> dict[str, str]:
     return entries
 
 
-def environ_with_file(env_file: str | None) -> dict[str, str]:
-    """The process environment, overlaid by the env file when one is named."""
-    environ = dict(os.environ)
+def apply_env_file(env_file: str | None) -> dict[str, str]:
+    """Overlay the env file on this process's environment, as systemd's EnvironmentFile= would.
+
+    The process itself needs the values too: libpq reads PGPASSFILE and boto3 its keys from os.environ.
+    Returns a copy of the resulting environment.
+    """
     if env_file:
-        environ.update(read_env_file(env_file))
-    return environ
+        os.environ.update(read_env_file(env_file))
+    return dict(os.environ)
 
 
 def render_env_example() -> str:

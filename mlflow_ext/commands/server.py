@@ -42,7 +42,7 @@ def server_group() -> None:
 @env_file_option
 def run(env_file: str | None) -> None:
     """Validate the environment and exec `mlflow server` (no secret on its command line)."""
-    entrypoint.run(settings.environ_with_file(env_file))
+    entrypoint.run(settings.apply_env_file(env_file))
 
 
 @server_group.command("migrate")
@@ -50,7 +50,7 @@ def run(env_file: str | None) -> None:
 @output_option
 def migrate(env_file: str | None, output: str) -> None:
     """Upgrade the tracking and auth schemas; `changed` is true only when a migration ran."""
-    values = entrypoint.resolve(settings.environ_with_file(env_file))
+    values = entrypoint.resolve(settings.apply_env_file(env_file))
     report = entrypoint.migrate(values)
     if output == "json":
         _emit(report, output)
@@ -67,7 +67,7 @@ def migrate(env_file: str | None, output: str) -> None:
 @output_option
 def check(env_file: str | None, output: str) -> None:
     """Validate the environment and show the resolved settings, secrets masked."""
-    values = entrypoint.resolve(settings.environ_with_file(env_file))
+    values = entrypoint.resolve(settings.apply_env_file(env_file))
     _emit(settings.masked(values), output)
 
 
