@@ -1,0 +1,98 @@
+"""The server entrypoint on real Postgres: migrations that report truthfully, clear config errors,
+no secret on any command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import VENV_BIN
+
+pytestmark = pytest.mark.integration
+MLFLOW_EXT = str(VENV_BIN / "mlflow-ext")
+
+
+def _migrate(env_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([MLFLOW_EXT, "server", "migrate", "--env-file", str(env_file), "--output", "json"],
+                          capture_output=True, text=True, check=False)
+
+
+def test_migrate_reports_changed_only_when_a_migration_ran(platform, tmp_path):
+    platform.postgres.psql("CREATE DATABASE fresh_tracking OWNER mlflow")
+    platform.postgres.psql("CREATE DATABASE fresh_auth OWNER mlflow")
+    port = platform.postgres.port
+    env = platform.server.env_file.read_text()
+    env = env.replace(f"{port}/mlflow\n", f"{port}/fresh_tracking\n").replace(f"{port}/mlflow_auth\n",
+                                                                               f"{port}/fresh_auth\n")
+    env_file = tmp_path / "fresh.env"
+    env_file.write_text(env)
+
+    first = _migrate(env_file)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["changed"] is True
+    assert report["tracking"]["before"] is None and report["tracking"]["after"]
+    assert report["auth"]["before"] is None and report["auth"]["after"]
+
+    second = json.loads(_migrate(env_file).stdout)
+    assert second["changed"] is False
+    assert second["tracking"]["after"] == report["tracking"]["after"]
+
+
+def test_unreachable_database_is_a_clear_migration_error(tmp_path, platform):
+    env = platform.server.env_file.read_text().replace(f":{platform.postgres.port}/", ":1/")
+    env_file = tmp_path / "bad.env"
+    env_file.write_text(env)
+    result = _migrate(env_file)
+    assert result.returncode == 3
+    assert "schema migration failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_configuration_stops_the_server_before_it_starts(tmp_path):
+    secret = "Sh0rtPw"
+    env_file = tmp_path / "server.env"
+    env_file.write_text(
+        "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow@127.0.0.1/mlflow\n"
+        f"MLFLOW_AUTH_ADMIN_PASSWORD={secret}\n"
+    )
+    result = subprocess.run([MLFLOW_EXT, "server", "run", "--env-file", str(env_file)],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    assert result.returncode == 2
+    for expected in ("MLFLOW_BACKEND_STORE_URI must name the driver", "MLFLOW_ARTIFACTS_DESTINATION is required",
+                     "MLFLOW_AUTH_ADMIN_PASSWORD must be at least 12"):
+        assert expected in result.stderr
+    assert secret not in result.stderr + result.stdout
+
+
+def test_check_masks_secrets(platform):
+    result = subprocess.run([MLFLOW_EXT, "server", "check", "--env-file", str(platform.server.env_file),
+                             "--output", "json"], capture_output=True, text=True, check=True)
+    shown = json.loads(result.stdout)
+    assert shown["MLFLOW_AUTH_ADMIN_PASSWORD"] == "***"
+    assert shown["AWS_SECRET_ACCESS_KEY"] == "***"
+    assert platform.admin_password not in result.stdout
+
+
+def _descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid] + [d for child in children for d in _descendants(int(child))]
+
+
+def test_no_secret_on_any_server_command_line(platform):
+    secrets = [platform.admin_password, platform.s3.secret_key, platform.postgres.superuser_password]
+    secrets += [line.split("=", 1)[1] for line in platform.server.env_file.read_text().splitlines()
+                if line.startswith("MLFLOW_FLASK_SERVER_SECRET_KEY=")]
+    pids = _descendants(platform.server.process.pid)
+    assert len(pids) >= 3, "expected the server and its uvicorn workers"
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert sys.executable in cmdline or "mlflow" in cmdline
+        for secret in secrets:
+            assert secret not in cmdline, f"a secret is visible in the command line of pid {pid}"
