@@ -66,15 +66,19 @@ def main() -> None:
 
     model = mlflow.pyfunc.load_model(f"models:/{args.model_name}@{args.alias}")
     prediction = model.predict(example)
-    print(json.dumps({
-        "experiment_id": run.info.experiment_id,
-        "run_id": run.info.run_id,
-        "model_id": info.model_id,
-        "model_name": args.model_name,
-        "version": version,
-        "alias": args.alias,
-        "prediction": list(prediction),
-    }))
+    print(
+        json.dumps(
+            {
+                "experiment_id": run.info.experiment_id,
+                "run_id": run.info.run_id,
+                "model_id": info.model_id,
+                "model_name": args.model_name,
+                "version": version,
+                "alias": args.alias,
+                "prediction": list(prediction),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ def main() -> None:
 
 
 # Commands are registered here, one module per concern.
+from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
 from mlflow_ext.commands.server import server_group  # noqa: E402
 
 main.add_command(server_group)
+main.add_command(inspect_command)
 
 
 def run() -> None:

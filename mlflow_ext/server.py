@@ -35,16 +35,18 @@ def auth_enabled(values: Mapping[str, Any]) -> bool:
 def render_auth_config(values: Mapping[str, Any], runtime_dir: str) -> str:
     """Write the auth app's INI (mode 0600) and return its path. The admin password stays in the env."""
     database_uri = str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]).replace("%", "%%")
-    text = "\n".join([
-        "[mlflow]",
-        f"default_permission = {values['MLFLOW_EXT_AUTH_DEFAULT_PERMISSION']}",
-        f"database_uri = {database_uri}",
-        f"admin_username = {values['MLFLOW_AUTH_ADMIN_USERNAME']}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        f"auth_cache_ttl_seconds = {values['MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS']}",
-        "grant_default_workspace_access = false",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "[mlflow]",
+            f"default_permission = {values['MLFLOW_EXT_AUTH_DEFAULT_PERMISSION']}",
+            f"database_uri = {database_uri}",
+            f"admin_username = {values['MLFLOW_AUTH_ADMIN_USERNAME']}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            f"auth_cache_ttl_seconds = {values['MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS']}",
+            "grant_default_workspace_access = false",
+            "",
+        ]
+    )
     path = os.path.join(runtime_dir, "basic_auth.ini")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

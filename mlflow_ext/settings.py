@@ -62,7 +62,8 @@ def _database_uri(value: str) -> str:
         raise ValueError("must be a database URI such as postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow")
     if scheme in ("postgresql", "postgres"):
         raise ValueError(
-            "must name the driver: use postgresql+psycopg2:// (SQLAlchemy would pick psycopg 3, not installed)"
+            "must name the driver: use postgresql+psycopg2:// "
+            "(SQLAlchemy would pick psycopg 3, not installed)"
         )
     if scheme not in ("postgresql+psycopg2", "sqlite"):
         raise ValueError("must use postgresql+psycopg2:// or sqlite://")
@@ -375,9 +376,10 @@ def load(environ: Mapping[str, str], scope: Scope = "server") -> dict[str, Any]:
         auth_on = values.get("MLFLOW_EXT_APP_NAME") != "none"
         for setting in SETTINGS:
             needed = setting.required or (setting.required_with_auth and auth_on)
-            if setting.scope == scope and needed and values.get(setting.name) is None:
-                if not any(p.startswith(setting.name + " ") for p in problems):
-                    problems.append(f"{setting.name} is required: {setting.doc}")
+            already_reported = any(p.startswith(setting.name + " ") for p in problems)
+            missing = values.get(setting.name) is None
+            if setting.scope == scope and needed and missing and not already_reported:
+                problems.append(f"{setting.name} is required: {setting.doc}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return values

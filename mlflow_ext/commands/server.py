@@ -59,7 +59,10 @@ def migrate(env_file: str | None, output: str) -> None:
             if name in report:
                 part = report[name]
                 verb = "upgraded" if part["changed"] else "up to date at"
-                click.echo(f"{name}: {verb} {part['after']}" + (f" (from {part['before']})" if part["changed"] else ""))
+                click.echo(
+                    f"{name}: {verb} {part['after']}"
+                    + (f" (from {part['before']})" if part["changed"] else "")
+                )
 
 
 @server_group.command("check")
@@ -81,8 +84,15 @@ def list_settings(fmt: str) -> None:
         click.echo(settings.render_markdown_table(), nl=False)
     else:
         rows = [
-            {"name": s.name, "scope": s.scope, "default": s.default, "secret": s.secret,
-             "required": s.required, "required_with_auth": s.required_with_auth, "doc": s.doc}
+            {
+                "name": s.name,
+                "scope": s.scope,
+                "default": s.default,
+                "secret": s.secret,
+                "required": s.required,
+                "required_with_auth": s.required_with_auth,
+                "doc": s.doc,
+            }
             for s in settings.SETTINGS
         ]
         click.echo(json.dumps(rows, indent=2))

@@ -11,11 +11,15 @@ SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", "server,fingerprin
 
 
 def render_markdown(rows: list[dict]) -> str:
-    lines = ["| section | measure | platform | baseline | ratio (>1 = platform better) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| section | measure | platform | baseline | ratio (>1 = platform better) |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['section']} | {row['measure']} | {row['platform']:.2f} | {row['baseline']:.2f} "
-                     f"| {row['ratio']:.2f}x |")
+        lines.append(
+            f"| {row['section']} | {row['measure']} | {row['platform']:.2f} | {row['baseline']:.2f} "
+            f"| {row['ratio']:.2f}x |"
+        )
     notes = sorted({row["note"] for row in rows if row.get("note")})
     return "\n".join(lines) + "\n" + "".join(f"\n- {note}" for note in notes) + "\n"
 

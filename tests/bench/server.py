@@ -63,7 +63,7 @@ def _provisioned_platform() -> Target | None:
         import urllib.request
 
         context = ssl.create_default_context(cafile=CA_FILE)
-        with urllib.request.urlopen(PLATFORM_URL + "/health", timeout=5, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(PLATFORM_URL + "/health", timeout=5, context=context) as response:
             if response.status != 200:
                 return None
         env = {
@@ -78,13 +78,19 @@ def _provisioned_platform() -> Target | None:
     from botocore.config import Config
 
     s3 = boto3.client(
-        "s3", endpoint_url=os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:8333"),
+        "s3",
+        endpoint_url=os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:8333"),
         aws_access_key_id=_secret("object_store_access_key"),
-        aws_secret_access_key=_secret("object_store_secret_key"), region_name="us-east-1",
+        aws_secret_access_key=_secret("object_store_secret_key"),
+        region_name="us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
-    return Target("platform (provisioned, through the TLS proxy)", env, s3,
-                  os.environ.get("BENCH_BUCKET", "mlflow-artifacts"))
+    return Target(
+        "platform (provisioned, through the TLS proxy)",
+        env,
+        s3,
+        os.environ.get("BENCH_BUCKET", "mlflow-artifacts"),
+    )
 
 
 @contextlib.contextmanager
@@ -94,8 +100,14 @@ def vanilla_server() -> Iterator[Target]:
     (port,) = free_ports(1)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = open(Path(workdir) / "server.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--port", str(port)], cwd=workdir,
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "vanilla mlflow server", 180, process)
         yield Target("vanilla mlflow server (defaults)", {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
@@ -114,8 +126,12 @@ def platform_target() -> Iterator[Target]:
         yield provisioned
         return
     with running_platform() as started:
-        yield Target("platform processes on loopback (not provisioned: no proxy)", started.client_env(),
-                     started.s3.client(), started.bucket)
+        yield Target(
+            "platform processes on loopback (not provisioned: no proxy)",
+            started.client_env(),
+            started.s3.client(),
+            started.bucket,
+        )
 
 
 def _new_run(prefix: str) -> str:
@@ -139,9 +155,11 @@ def log_metric_latency(target: Target) -> dict:
             start = time.perf_counter()
             client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
             durations.append(time.perf_counter() - start)
-    return {"p50_ms": statistics.median(durations) * 1000,
-            "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
-            "req_per_s": len(durations) / sum(durations)}
+    return {
+        "p50_ms": statistics.median(durations) * 1000,
+        "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
+        "req_per_s": len(durations) / sum(durations),
+    }
 
 
 def log_batch_throughput(target: Target, clients: int) -> dict:
@@ -204,26 +222,57 @@ def run(results_dir: Path) -> list[dict]:
         with platform_target() as platform, vanilla_server() as vanilla:
             note = platform.label
             p, v = log_metric_latency(platform), log_metric_latency(vanilla)
-            rows.append({"measure": "log_metric p50 latency, 1 client (ms)", "platform": p["p50_ms"],
-                         "baseline": v["p50_ms"], "ratio": v["p50_ms"] / p["p50_ms"], "better": "lower"})
-            rows.append({"measure": "log_metric p95 latency, 1 client (ms)", "platform": p["p95_ms"],
-                         "baseline": v["p95_ms"], "ratio": v["p95_ms"] / p["p95_ms"], "better": "lower"})
+            rows.append(
+                {
+                    "measure": "log_metric p50 latency, 1 client (ms)",
+                    "platform": p["p50_ms"],
+                    "baseline": v["p50_ms"],
+                    "ratio": v["p50_ms"] / p["p50_ms"],
+                    "better": "lower",
+                }
+            )
+            rows.append(
+                {
+                    "measure": "log_metric p95 latency, 1 client (ms)",
+                    "platform": p["p95_ms"],
+                    "baseline": v["p95_ms"],
+                    "ratio": v["p95_ms"] / p["p95_ms"],
+                    "better": "lower",
+                }
+            )
             for clients in (1, 4):
                 p_b = log_batch_throughput(platform, clients)["metrics_per_s"]
                 v_b = log_batch_throughput(vanilla, clients)["metrics_per_s"]
-                rows.append({"measure": f"log_batch(1000) metrics/s, {clients} client(s)", "platform": p_b,
-                             "baseline": v_b, "ratio": p_b / v_b, "better": "higher"})
+                rows.append(
+                    {
+                        "measure": f"log_batch(1000) metrics/s, {clients} client(s)",
+                        "platform": p_b,
+                        "baseline": v_b,
+                        "ratio": p_b / v_b,
+                        "better": "higher",
+                    }
+                )
             upload = artifact_upload(platform, blob)
             if "direct_s3_mib_per_s" in upload:
-                rows.append({"measure": f"artifact upload {ARTIFACT_MIB} MiB (MiB/s) vs direct S3 PUT",
-                             "platform": upload["server_mib_per_s"], "baseline": upload["direct_s3_mib_per_s"],
-                             "ratio": upload["server_mib_per_s"] / upload["direct_s3_mib_per_s"],
-                             "better": "higher"})
+                rows.append(
+                    {
+                        "measure": f"artifact upload {ARTIFACT_MIB} MiB (MiB/s) vs direct S3 PUT",
+                        "platform": upload["server_mib_per_s"],
+                        "baseline": upload["direct_s3_mib_per_s"],
+                        "ratio": upload["server_mib_per_s"] / upload["direct_s3_mib_per_s"],
+                        "better": "higher",
+                    }
+                )
             vanilla_upload = artifact_upload(vanilla, blob)
-            rows.append({"measure": f"artifact upload {ARTIFACT_MIB} MiB (MiB/s) vs vanilla (local disk)",
-                         "platform": upload["server_mib_per_s"], "baseline": vanilla_upload["server_mib_per_s"],
-                         "ratio": upload["server_mib_per_s"] / vanilla_upload["server_mib_per_s"],
-                         "better": "higher"})
+            rows.append(
+                {
+                    "measure": f"artifact upload {ARTIFACT_MIB} MiB (MiB/s) vs vanilla (local disk)",
+                    "platform": upload["server_mib_per_s"],
+                    "baseline": vanilla_upload["server_mib_per_s"],
+                    "ratio": upload["server_mib_per_s"] / vanilla_upload["server_mib_per_s"],
+                    "better": "higher",
+                }
+            )
     finally:
         blob.unlink(missing_ok=True)
         blob.parent.rmdir()

@@ -32,7 +32,11 @@ def run_lifecycle(env: dict[str, str], s3_client, bucket: str) -> dict:
     model_name = f"lifecycle-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--experiment", model_name, "--model-name", model_name],
-        env=_client_environment(env), capture_output=True, text=True, timeout=300, check=False,
+        env=_client_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -70,17 +74,19 @@ def run_lifecycle(env: dict[str, str], s3_client, bucket: str) -> dict:
     return summary
 
 
-def status_without_credentials(tracking_uri: str, path: str, body: dict | None = None,
-                               cafile: str | None = None) -> int:
+def status_without_credentials(
+    tracking_uri: str, path: str, body: dict | None = None, cafile: str | None = None
+) -> int:
     """HTTP status of one REST call sent with no credentials at all."""
     import ssl
 
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(tracking_uri.rstrip("/") + path, data=data,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        tracking_uri.rstrip("/") + path, data=data, headers={"Content-Type": "application/json"}
+    )
     context = ssl.create_default_context(cafile=cafile) if tracking_uri.startswith("https") else None
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)

@@ -18,8 +18,12 @@ MLFLOW_EXT = str(VENV_BIN / "mlflow-ext")
 
 
 def _migrate(env_file: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([MLFLOW_EXT, "server", "migrate", "--env-file", str(env_file), "--output", "json"],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [MLFLOW_EXT, "server", "migrate", "--env-file", str(env_file), "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_migrate_reports_changed_only_when_a_migration_ran(platform, tmp_path):
@@ -27,8 +31,9 @@ def test_migrate_reports_changed_only_when_a_migration_ran(platform, tmp_path):
     platform.postgres.psql("CREATE DATABASE fresh_auth OWNER mlflow")
     port = platform.postgres.port
     env = platform.server.env_file.read_text()
-    env = env.replace(f"{port}/mlflow\n", f"{port}/fresh_tracking\n").replace(f"{port}/mlflow_auth\n",
-                                                                               f"{port}/fresh_auth\n")
+    env = env.replace(f"{port}/mlflow\n", f"{port}/fresh_tracking\n").replace(
+        f"{port}/mlflow_auth\n", f"{port}/fresh_auth\n"
+    )
     env_file = tmp_path / "fresh.env"
     env_file.write_text(env)
 
@@ -61,19 +66,31 @@ def test_bad_configuration_stops_the_server_before_it_starts(tmp_path):
         "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow@127.0.0.1/mlflow\n"
         f"MLFLOW_AUTH_ADMIN_PASSWORD={secret}\n"
     )
-    result = subprocess.run([MLFLOW_EXT, "server", "run", "--env-file", str(env_file)],
-                            capture_output=True, text=True, timeout=60, check=False,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    result = subprocess.run(
+        [MLFLOW_EXT, "server", "run", "--env-file", str(env_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
     assert result.returncode == 2
-    for expected in ("MLFLOW_BACKEND_STORE_URI must name the driver", "MLFLOW_ARTIFACTS_DESTINATION is required",
-                     "MLFLOW_AUTH_ADMIN_PASSWORD must be at least 12"):
+    for expected in (
+        "MLFLOW_BACKEND_STORE_URI must name the driver",
+        "MLFLOW_ARTIFACTS_DESTINATION is required",
+        "MLFLOW_AUTH_ADMIN_PASSWORD must be at least 12",
+    ):
         assert expected in result.stderr
     assert secret not in result.stderr + result.stdout
 
 
 def test_check_masks_secrets(platform):
-    result = subprocess.run([MLFLOW_EXT, "server", "check", "--env-file", str(platform.server.env_file),
-                             "--output", "json"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [MLFLOW_EXT, "server", "check", "--env-file", str(platform.server.env_file), "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     shown = json.loads(result.stdout)
     assert shown["MLFLOW_AUTH_ADMIN_PASSWORD"] == "***"
     assert shown["AWS_SECRET_ACCESS_KEY"] == "***"
@@ -87,8 +104,11 @@ def _descendants(pid: int) -> list[int]:
 
 def test_no_secret_on_any_server_command_line(platform):
     secrets = [platform.admin_password, platform.s3.secret_key, platform.postgres.superuser_password]
-    secrets += [line.split("=", 1)[1] for line in platform.server.env_file.read_text().splitlines()
-                if line.startswith("MLFLOW_FLASK_SERVER_SECRET_KEY=")]
+    secrets += [
+        line.split("=", 1)[1]
+        for line in platform.server.env_file.read_text().splitlines()
+        if line.startswith("MLFLOW_FLASK_SERVER_SECRET_KEY=")
+    ]
     pids = _descendants(platform.server.process.pid)
     assert len(pids) >= 3, "expected the server and its uvicorn workers"
     for pid in pids:

@@ -23,11 +23,13 @@ def test_wrong_password_is_refused(platform):
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(platform.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1")
+    request = urllib.request.Request(
+        platform.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    )
     token = base64.b64encode(b"admin:not-the-password").decode()
     request.add_header("Authorization", f"Basic {token}")
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)  # noqa: S310
+        urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
 
 

@@ -58,7 +58,7 @@ def wait_for(check, what: str, timeout: float, process: subprocess.Popen | None 
 
 
 def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback test URL)
+    with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
 
 
@@ -110,27 +110,69 @@ class Postgres:
             shutil.chown(pwfile, owner, owner)
         data = self.directory / "data"
         subprocess.run(
-            _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
-                          f"--pwfile={pwfile}", "--no-sync"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         pwfile.unlink()
         (self.port,) = free_ports(1)
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
-                   "-c fsync=off -c max_connections=200")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
+            "-c fsync=off -c max_connections=200"
+        )
         subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                          str(self.directory / "log"), "-w", "start"]),
-            check=True, capture_output=True,
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.directory / "log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         return self
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": self.superuser_password}
         result = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-            check=True, capture_output=True, text=True, env=env,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         return result.stdout.strip()
 
@@ -143,8 +185,11 @@ class Postgres:
         if self.directory is None:
             return
         subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"]),
-            check=False, capture_output=True,
+            _as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
@@ -166,11 +211,15 @@ class SeaweedS3:
 
     def start(self) -> SeaweedS3:
         self.directory = _private_dir("s3test-")
-        identities = {"identities": [{
-            "name": "mlflow",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "mlflow",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
         config = self.directory / "identities.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
@@ -180,15 +229,30 @@ class SeaweedS3:
         self.port = s3
         # gRPC ports default to port + 10000; pin them so two instances never collide.
         argv = [
-            str(VENV_BIN / "weed"), f"-logdir={self.directory / 'logs'}", "mini",
-            f"-dir={self.directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-master.port.grpc={master + 10000}",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume + 10000}",
-            f"-filer.port={filer}", f"-filer.port.grpc={filer + 10000}",
-            f"-s3.port={s3}", f"-s3.port.grpc={s3 + 10000}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}",
-            f"-s3.config={config}", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-            f"-filer.localSocket={self.directory / 'filer.sock'}", f"-s3.localSocket={self.directory / 's3.sock'}",
+            str(VENV_BIN / "weed"),
+            f"-logdir={self.directory / 'logs'}",
+            "mini",
+            f"-dir={self.directory / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-master.port.grpc={master + 10000}",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume + 10000}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer + 10000}",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3 + 10000}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin + 10000}",
+            f"-s3.config={config}",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-filer.localSocket={self.directory / 'filer.sock'}",
+            f"-s3.localSocket={self.directory / 's3.sock'}",
         ]
         log = open(self.directory / "weed.out", "wb")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -202,8 +266,11 @@ class SeaweedS3:
 
         os.environ.update(S3_ENV)
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
 
@@ -245,7 +312,11 @@ class MlflowServer:
         self.directory = _private_dir("mlflowtest-")
         (self.port,) = free_ports(1)
         env_file = self.directory / "server.env"
-        values = {**self.env, "MLFLOW_PORT": str(self.port), "MLFLOW_EXT_RUNTIME_DIR": str(self.directory / "run")}
+        values = {
+            **self.env,
+            "MLFLOW_PORT": str(self.port),
+            "MLFLOW_EXT_RUNTIME_DIR": str(self.directory / "run"),
+        }
         env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         env_file.chmod(0o600)
         self.env_file = env_file
@@ -253,7 +324,10 @@ class MlflowServer:
         log = open(self.directory / "server.log", "wb")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
             [str(VENV_BIN / "mlflow-ext"), "server", "run", "--env-file", str(env_file)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.directory,
             env={**os.environ, "TMPDIR": str(self.directory)},
         )
         wait_for(lambda: http_ok(self.url + "/health"), "mlflow server", timeout, self.process)
@@ -261,8 +335,18 @@ class MlflowServer:
 
     def migrate(self) -> dict:
         result = subprocess.run(
-            [str(VENV_BIN / "mlflow-ext"), "server", "migrate", "--env-file", str(self.env_file), "--output", "json"],
-            check=False, capture_output=True, text=True,
+            [
+                str(VENV_BIN / "mlflow-ext"),
+                "server",
+                "migrate",
+                "--env-file",
+                str(self.env_file),
+                "--output",
+                "json",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise RuntimeError(f"mlflow-ext server migrate failed ({result.returncode}): {result.stderr}")
@@ -318,8 +402,15 @@ class Platform:
         shutil.rmtree(self.secrets_dir, ignore_errors=True)
 
 
-def server_env(pg: Postgres, s3: SeaweedS3, bucket: str, pgpass: Path, db_user: str, admin_password: str,
-               auth: bool = True) -> dict[str, str]:
+def server_env(
+    pg: Postgres,
+    s3: SeaweedS3,
+    bucket: str,
+    pgpass: Path,
+    db_user: str,
+    admin_password: str,
+    auth: bool = True,
+) -> dict[str, str]:
     env = {
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{db_user}@127.0.0.1:{pg.port}/mlflow",
         "PGPASSFILE": str(pgpass),
@@ -356,8 +447,15 @@ def running_platform(auth: bool = True, extra_env: dict[str, str] | None = None)
         bucket = "mlflow-artifacts"
         s3.create_bucket(bucket)
         admin_password = secrets.token_hex(12)
-        env = server_env(pg, s3, bucket, pgpass_file(secrets_dir, pg.port, db_user, db_password),
-                         db_user, admin_password, auth=auth)
+        env = server_env(
+            pg,
+            s3,
+            bucket,
+            pgpass_file(secrets_dir, pg.port, db_user, db_password),
+            db_user,
+            admin_password,
+            auth=auth,
+        )
         server = MlflowServer({**env, **(extra_env or {})})
         started.append(server)
         server.start()

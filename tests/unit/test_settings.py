@@ -29,8 +29,13 @@ def test_every_missing_required_variable_is_named_at_once():
     with pytest.raises(ConfigError) as error:
         settings.load({})
     message = str(error.value)
-    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                 "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_EXT_AUTH_DATABASE_URI"):
+    for name in (
+        "MLFLOW_BACKEND_STORE_URI",
+        "MLFLOW_ARTIFACTS_DESTINATION",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MLFLOW_EXT_AUTH_DATABASE_URI",
+    ):
         assert name in message
 
 
@@ -68,8 +73,12 @@ def test_bad_values_are_named_and_never_shown(name, value, expected):
 
 def test_fernet_key_accepted():
     key = "A" * 43 + "="
-    assert settings.load({**VALID, "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key})[
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == key
+    assert (
+        settings.load({**VALID, "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key})[
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+        ]
+        == key
+    )
 
 
 def test_masked_hides_set_secrets_only():
@@ -82,7 +91,10 @@ def test_masked_hides_set_secrets_only():
 def test_env_file_parsing(tmp_path):
     path = tmp_path / "server.env"
     path.write_text("# comment\n\nMLFLOW_PORT=5001\nMLFLOW_SERVER_ALLOWED_HOSTS=a,b:*\n")
-    assert settings.read_env_file(str(path)) == {"MLFLOW_PORT": "5001", "MLFLOW_SERVER_ALLOWED_HOSTS": "a,b:*"}
+    assert settings.read_env_file(str(path)) == {
+        "MLFLOW_PORT": "5001",
+        "MLFLOW_SERVER_ALLOWED_HOSTS": "a,b:*",
+    }
     path.write_text("export MLFLOW_PORT 5001\n")
     with pytest.raises(ConfigError, match=r"server.env:1: expected KEY=value"):
         settings.read_env_file(str(path))
