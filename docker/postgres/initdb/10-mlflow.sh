@@ -32,10 +32,12 @@ if [[ -n ${MLFLOW_EXT_AUTH_DATABASE_URI:-} ]]; then
 fi
 
 superuser=${POSTGRES_USER:-postgres}
-export MLFLOW_INIT_ROLE=$role
+export MLFLOW_INIT_ROLE=$role MLFLOW_INIT_PASSWORD=$PGPASSWORD
+# psql connects as the superuser (the image trusts its local socket): PGPASSWORD is not that user's password.
+unset PGPASSWORD
 psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$superuser" --dbname postgres <<'SQL'
 \getenv mlflow_role MLFLOW_INIT_ROLE
-\getenv mlflow_password PGPASSWORD
+\getenv mlflow_password MLFLOW_INIT_PASSWORD
 CREATE ROLE :"mlflow_role" LOGIN PASSWORD :'mlflow_password';
 SQL
 
