@@ -175,6 +175,17 @@ def test_env_examples_are_safe_for_docker_and_systemd() -> None:
                 assert not re.search(r"[\s\"'$#`\\]", match.group(2)), f"{path.name}: {line}"
 
 
+def test_readme_names_only_known_variables() -> None:
+    """Every NAME= in docker/README.md's examples is a registry setting or one of compose's own variables."""
+    readme = (DOCKER / "README.md").read_text()
+    compose_level = set().union(*env_names(COMPOSE_ENV_EXAMPLE.read_text()))
+    named = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", readme, re.MULTILINE))
+    assert named
+    assert named <= set(settings.BY_NAME) | compose_level, sorted(
+        named - set(settings.BY_NAME) - compose_level
+    )
+
+
 # --- compose ------------------------------------------------------------------------------------------------
 
 
