@@ -1,0 +1,35 @@
+"""`mlflow-ext inspect URI`: the lineage of a model version or run on one screen."""
+
+from __future__ import annotations
+
+import click
+
+from mlflow_ext import lineage
+
+
+@click.command("inspect")
+@click.argument("uri", metavar="URI")
+@click.option(
+    "--output",
+    envvar="MLFLOW_EXT_OUTPUT",
+    type=click.Choice(["text", "table", "json"]),
+    default="text",
+    show_default=True,
+    help="text (or table): a readable table; json: every field, for machines.",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow server to ask (credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN).",
+)
+def inspect_command(uri: str, output: str, tracking_uri: str | None) -> None:
+    """Show where a model version came from: run, params, metrics, data, code, environment, pipeline,
+    promotion.
+
+    URI is models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>.
+    """
+    found = lineage.collect(uri, tracking_uri=tracking_uri)
+    if output == "json":
+        click.echo(lineage.render_json(found))
+    else:
+        click.echo(lineage.render_table(found), nl=False)

@@ -1,0 +1,474 @@
+"""Where a model version came from, in one place: run, parameters, metrics, data, code, environment,
+the GoCD pipeline that built it and who promoted it.
+
+``collect`` reads the registry and the run (the ``lineage.*`` tags that mlflow_ext.run_context and
+mlflow_ext.data set, MLflow's own ``mlflow.source.*`` tags as a fallback) into a :class:`Lineage`;
+``render_table`` and ``render_json`` show it. Library code: errors are raised, never exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow_ext import run_context as keys
+from mlflow_ext.errors import MlflowExtError
+
+# Model-version tags the promotion workflow sets; shown as MISSING until it has run.
+PROMOTION_BY = "promotion.by"
+PROMOTION_AT = "promotion.at"
+PROMOTION_FROM_VERSION = "promotion.from_version"
+PROMOTION_REASON = "promotion.reason"
+MISSING = "—"
+
+# MLflow's own tags, used when the lineage.* ones are absent (runs logged without mlflow_ext).
+_MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+_MLFLOW_GIT_BRANCH = "mlflow.source.git.branch"
+_MLFLOW_GIT_REPO = "mlflow.source.git.repoURL"
+_MLFLOW_SOURCE_NAME = "mlflow.source.name"
+_MLFLOW_USER = "mlflow.user"
+_MLFLOW_RUN_NAME = "mlflow.runName"
+_DATA_CONTEXT = "mlflow.data.context"
+
+_MODEL_ALIAS = re.compile(r"^models:/([^/@]+)@([^/@]+)/?$")
+_MODEL_VERSION = re.compile(r"^models:/([^/@]+)/(\d+)/?$")
+_RUN = re.compile(r"^runs:/([0-9a-zA-Z_-]+)(/.*)?$")
+URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>"
+
+
+class LineageError(MlflowExtError):
+    """The model version or run cannot be read: a malformed URI, or nothing found under it."""
+
+
+class ModelURIError(LineageError):
+    """The URI is not one of the forms ``inspect`` understands."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed URI: a registered model version (by version or alias), or a run."""
+
+    uri: str
+    model: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+
+
+def parse_uri(uri: str) -> Target:
+    """Raises ModelURIError unless ``uri`` is one of URI_FORMS."""
+    text = uri.strip()
+    if match := _MODEL_ALIAS.match(text):
+        return Target(text, model=match[1], alias=match[2])
+    if match := _MODEL_VERSION.match(text):
+        return Target(text, model=match[1], version=match[2])
+    if match := _RUN.match(text):
+        return Target(text, run_id=match[1])
+    raise ModelURIError(f"malformed model URI {uri!r}: expected {URI_FORMS}")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: str
+    aliases: list[str]
+    status: str | None
+    source: str | None
+    registered_at: str | None
+    registered_by: str | None
+    description: str | None
+
+
+@dataclass
+class PromotionInfo:
+    by: str | None = None
+    at: str | None = None
+    from_version: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class RunInfo:
+    id: str
+    name: str | None
+    experiment_id: str
+    experiment_name: str | None
+    status: str
+    user: str | None
+    started_at: str | None
+    ended_at: str | None
+    entry_point: str | None
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    role: str | None
+    fingerprint: str | None
+    digest: str | None
+    source: str | None
+    files: int | None = None
+    bytes: int | None = None
+    format: str | None = None
+    rows: int | None = None
+    schema: str | None = None
+
+
+@dataclass
+class CodeInfo:
+    commit: str | None = None
+    branch: str | None = None
+    remote_url: str | None = None
+    dirty: bool | None = None
+    diff: str | None = None
+
+
+@dataclass
+class EnvironmentInfo:
+    python: str | None = None
+    mlflow: str | None = None
+    platform: str | None = None
+    hash: str | None = None
+    listing: str | None = None
+    libraries: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CIInfo:
+    system: str | None = None
+    pipeline: str | None = None
+    counter: str | None = None
+    label: str | None = None
+    stage: str | None = None
+    stage_counter: str | None = None
+    job: str | None = None
+    trigger_user: str | None = None
+    url: str | None = None
+    revisions: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Lineage:
+    """Everything ``inspect`` shows. ``model`` and ``promotion`` are None for a ``runs:/`` URI."""
+
+    uri: str
+    model: ModelInfo | None
+    promotion: PromotionInfo | None
+    run: RunInfo | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    datasets: list[DatasetInfo] = field(default_factory=list)
+    code: CodeInfo = field(default_factory=CodeInfo)
+    environment: EnvironmentInfo = field(default_factory=EnvironmentInfo)
+    ci: CIInfo = field(default_factory=CIInfo)
+    host: str | None = None
+    host_user: str | None = None
+    notebook: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(millis: int | None) -> str | None:
+    if not millis:
+        return None
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mlflow_error(uri: str, exc: Exception) -> LineageError:
+    code = getattr(exc, "error_code", "")
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return LineageError(f"{uri}: not found")
+    message = getattr(exc, "message", None) or str(exc)
+    return LineageError(f"{uri}: {message.splitlines()[0] if message else type(exc).__name__}")
+
+
+def collect(uri: str, *, client: Any | None = None, tracking_uri: str | None = None) -> Lineage:
+    """Read the lineage of a model version (``models:/``) or a run (``runs:/``).
+
+    Raises ModelURIError for a malformed URI and LineageError when the server has nothing under it
+    or refuses to answer.
+    """
+    target = parse_uri(uri)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient(tracking_uri=tracking_uri)
+    try:
+        model, promotion, run_id = None, None, target.run_id
+        if target.model is not None:
+            if target.alias is not None:
+                version = client.get_model_version_by_alias(target.model, target.alias)
+            else:
+                version = client.get_model_version(target.model, str(target.version))
+            model = ModelInfo(
+                name=version.name,
+                version=str(version.version),
+                aliases=sorted(version.aliases or []),
+                status=version.status,
+                source=version.source,
+                registered_at=_iso(version.creation_timestamp),
+                registered_by=version.user_id or None,
+                description=version.description or None,
+            )
+            tags = version.tags or {}
+            promotion = PromotionInfo(
+                by=tags.get(PROMOTION_BY),
+                at=tags.get(PROMOTION_AT),
+                from_version=tags.get(PROMOTION_FROM_VERSION),
+                reason=tags.get(PROMOTION_REASON),
+            )
+            run_id = version.run_id or None
+            model_id = getattr(version, "model_id", None)
+            if not run_id and model_id:  # MLflow 3: through the logged model
+                run_id = client.get_logged_model(str(model_id)).source_run_id
+        lineage = Lineage(uri=target.uri, model=model, promotion=promotion, run=None)
+        if run_id:
+            _add_run(lineage, client, run_id)
+        return lineage
+    except MlflowException as exc:
+        raise _mlflow_error(target.uri, exc) from None
+
+
+def _add_run(lineage: Lineage, client: Any, run_id: str) -> None:
+    run = client.get_run(run_id)
+    tags: Mapping[str, str] = run.data.tags
+    try:
+        experiment_name = client.get_experiment(run.info.experiment_id).name
+    except Exception:  # a user may read a run but not its experiment
+        experiment_name = None
+    lineage.run = RunInfo(
+        id=run.info.run_id,
+        name=run.info.run_name or tags.get(_MLFLOW_RUN_NAME),
+        experiment_id=run.info.experiment_id,
+        experiment_name=experiment_name,
+        status=run.info.status,
+        user=tags.get(_MLFLOW_USER) or run.info.user_id or None,
+        started_at=_iso(run.info.start_time),
+        ended_at=_iso(run.info.end_time),
+        entry_point=tags.get(_MLFLOW_SOURCE_NAME),
+    )
+    lineage.params = dict(sorted(run.data.params.items()))
+    lineage.metrics = dict(sorted(run.data.metrics.items()))
+    lineage.datasets = _datasets(run, tags)
+    dirty = tags.get(keys.CODE_DIRTY)
+    lineage.code = CodeInfo(
+        commit=tags.get(keys.CODE_COMMIT) or tags.get(_MLFLOW_GIT_COMMIT),
+        branch=tags.get(keys.CODE_BRANCH) or tags.get(_MLFLOW_GIT_BRANCH),
+        remote_url=tags.get(keys.CODE_REMOTE_URL) or tags.get(_MLFLOW_GIT_REPO),
+        dirty=None if dirty is None else dirty == "true",
+        diff=f"runs:/{run_id}/{tags[keys.CODE_DIFF]}" if keys.CODE_DIFF in tags else None,
+    )
+    lineage.environment = EnvironmentInfo(
+        python=tags.get(keys.ENV_PYTHON),
+        mlflow=tags.get(keys.ENV_MLFLOW),
+        platform=tags.get(keys.ENV_PLATFORM),
+        hash=tags.get(keys.ENV_HASH),
+        listing=tags.get(keys.ENV_LISTING),
+        libraries={
+            key[len(keys.ENV_LIB_PREFIX) :]: value
+            for key, value in sorted(tags.items())
+            if key.startswith(keys.ENV_LIB_PREFIX)
+        },
+    )
+    lineage.ci = CIInfo(
+        system=tags.get(keys.CI_SYSTEM),
+        pipeline=tags.get(keys.CI_PIPELINE),
+        counter=tags.get(keys.CI_COUNTER),
+        label=tags.get(keys.CI_LABEL),
+        stage=tags.get(keys.CI_STAGE),
+        stage_counter=tags.get(keys.CI_STAGE_COUNTER),
+        job=tags.get(keys.CI_JOB),
+        trigger_user=tags.get(keys.CI_TRIGGER_USER),
+        url=tags.get(keys.CI_URL),
+        revisions=_prefixed(tags, keys.CI_REVISION_PREFIX, keys.CI_REVISION),
+        upstream=_prefixed(tags, keys.CI_UPSTREAM_PREFIX),
+    )
+    lineage.host = tags.get(keys.HOST_NAME)
+    lineage.host_user = tags.get(keys.HOST_USER)
+    lineage.notebook = tags.get(keys.NOTEBOOK_PATH)
+
+
+def _prefixed(tags: Mapping[str, str], prefix: str, single: str | None = None) -> dict[str, str]:
+    found = {key[len(prefix) :]: value for key, value in sorted(tags.items()) if key.startswith(prefix)}
+    if single and single in tags:
+        found = {"": tags[single], **found}
+    return found
+
+
+def _datasets(run: Any, tags: Mapping[str, str]) -> list[DatasetInfo]:
+    """Dataset inputs of the run, completed by the lineage.data.<name>.* tags of log_data."""
+    from mlflow_ext.data import tag_name
+
+    found: list[DatasetInfo] = []
+    seen: set[str] = set()
+    inputs = getattr(run, "inputs", None)
+    for item in getattr(inputs, "dataset_inputs", None) or []:
+        dataset = item.dataset
+        input_tags = {tag.key: tag.value for tag in item.tags or []}
+        profile = _json(dataset.profile)
+        prefix = f"{keys.DATA_PREFIX}{tag_name(dataset.name)}."
+        source = _json(dataset.source)
+        found.append(
+            DatasetInfo(
+                name=dataset.name,
+                role=input_tags.get(_DATA_CONTEXT) or tags.get(prefix + "role"),
+                fingerprint=profile.get("fingerprint") or tags.get(prefix + "fingerprint"),
+                digest=dataset.digest,
+                source=source.get("uri") or dataset.source or None,
+                files=_int(profile.get("files", tags.get(prefix + "files"))),
+                bytes=_int(profile.get("bytes", tags.get(prefix + "bytes"))),
+                format=profile.get("format") or tags.get(prefix + "format"),
+                rows=_int(profile.get("rows", tags.get(prefix + "rows"))),
+                schema=tags.get(prefix + "schema"),
+            )
+        )
+        seen.add(tag_name(dataset.name))
+    # Data recorded as tags only (an input that failed to log, or tags copied from elsewhere).
+    names = {
+        key[len(keys.DATA_PREFIX) : -len(".fingerprint")]
+        for key in tags
+        if key.startswith(keys.DATA_PREFIX) and key.endswith(".fingerprint")
+    }
+    for name in sorted(names - seen):
+        prefix = f"{keys.DATA_PREFIX}{name}."
+        found.append(
+            DatasetInfo(
+                name=name,
+                role=tags.get(prefix + "role"),
+                fingerprint=tags.get(prefix + "fingerprint"),
+                digest=None,
+                source=tags.get(prefix + "uri"),
+                files=_int(tags.get(prefix + "files")),
+                bytes=_int(tags.get(prefix + "bytes")),
+                format=tags.get(prefix + "format"),
+                rows=_int(tags.get(prefix + "rows")),
+                schema=tags.get(prefix + "schema"),
+            )
+        )
+    return found
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --- rendering ---
+
+
+def render_json(lineage: Lineage) -> str:
+    return json.dumps(lineage.to_dict(), indent=2, sort_keys=True)
+
+
+def _v(value: Any) -> str:
+    return MISSING if value in (None, "", {}, []) else str(value)
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return MISSING
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return MISSING  # pragma: no cover
+
+
+def _pairs(values: Mapping[str, Any], limit: int, number: bool = False) -> list[str]:
+    items = [f"{key}={value:.6g}" if number else f"{key}={value}" for key, value in values.items()]
+    lines, line = [], ""
+    for item in items[:limit]:
+        if line and len(line) + len(item) > 84:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {item}" if line else item
+    if line:
+        lines.append(line)
+    if len(items) > limit:
+        lines.append(f"(+{len(items) - limit} more: --output json)")
+    return lines or [MISSING]
+
+
+def render_table(lineage: Lineage, *, limit: int = 12) -> str:
+    """A one-screen, human-readable view; MISSING (—) marks what was not recorded."""
+    rows: list[tuple[str, str]] = []
+
+    def add(label: str, *values: str) -> None:
+        for index, value in enumerate(values):
+            rows.append((label if index == 0 else "", value))
+
+    if lineage.model is not None:
+        m = lineage.model
+        aliases = ", ".join(f"@{alias}" for alias in m.aliases) or "no alias"
+        add("model", f"{m.name} version {m.version} ({aliases}) {_v(m.status)}")
+        add("registered", f"{_v(m.registered_at)} by {_v(m.registered_by)}; source {_v(m.source)}")
+    if lineage.promotion is not None:
+        p = lineage.promotion
+        add("promoted by", _v(p.by))
+        add("promoted at", f"{_v(p.at)} (from version {_v(p.from_version)})")
+        add("reason", _v(p.reason))
+    r = lineage.run
+    if r is None:
+        add("run", MISSING)
+    else:
+        add("run", f"{r.id} {_v(r.name)} ({r.status}) by {_v(r.user)}")
+        add("experiment", f"{_v(r.experiment_name)} (id {r.experiment_id})")
+        add("ran", f"{_v(r.started_at)} to {_v(r.ended_at)}")
+        add("entry point", _v(r.entry_point))
+    c = lineage.code
+    dirty = MISSING if c.dirty is None else ("dirty" if c.dirty else "clean")
+    add("code", f"{_v(c.commit)} on {_v(c.branch)} ({dirty})")
+    add("remote", _v(c.remote_url))
+    if c.diff:
+        add("diff", c.diff)
+    ci = lineage.ci
+    if ci.pipeline:
+        add("pipeline", f"{ci.system or 'ci'} {ci.pipeline} #{_v(ci.counter)} (label {_v(ci.label)})")
+        add("stage", f"{_v(ci.stage)} (run {_v(ci.stage_counter)}), job {_v(ci.job)}")
+        add("triggered by", _v(ci.trigger_user))
+        add("pipeline url", _v(ci.url))
+        revisions = {name or "revision": value for name, value in ci.revisions.items()}
+        add("materials", *_pairs({**revisions, **ci.upstream}, limit))
+    else:
+        add("pipeline", MISSING)
+    e = lineage.environment
+    add("python", f"{_v(e.python)} on {_v(e.platform)}, mlflow {_v(e.mlflow)}")
+    add("libraries", *_pairs(e.libraries, limit))
+    add("environment", f"sha256 {_v(e.hash)}")
+    add("listing", _v(e.listing))
+    add("host", f"{_v(lineage.host)} as {_v(lineage.host_user)}")
+    if lineage.notebook:
+        add("notebook", lineage.notebook)
+    if not lineage.datasets:
+        add("data", MISSING)
+    for dataset in lineage.datasets:
+        rows_text = MISSING if dataset.rows is None else f"{dataset.rows} rows"
+        add(
+            f"data ({_v(dataset.role)})",
+            f"{dataset.name}: {_v(dataset.fingerprint or dataset.digest)}",
+            f"{rows_text}, {_v(dataset.files)} files, {_size(dataset.bytes)}, {_v(dataset.format)}; "
+            f"{_v(dataset.source)}",
+        )
+    add("params", *_pairs(lineage.params, limit))
+    add("metrics", *_pairs(lineage.metrics, limit, number=True))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n"
