@@ -33,6 +33,7 @@ COMPOSE_ENV_EXAMPLE = DOCKER / ".env.example"
 LOCK = "requirements/server.lock"
 MLFLOW_SERVER_ROLE = ROOT / "ansible" / "roles" / "mlflow_server"
 PROXY_ROLE = ROOT / "ansible" / "roles" / "proxy"
+PYTHON_SERVICE_ROLE = ROOT / "ansible" / "roles" / "python_service"
 VENV_BIN = Path(sys.executable).parent
 
 # The compose services that run the server image (and so receive the server's environment).
@@ -60,7 +61,12 @@ COMPOSE_ONLY = {
         "file owned by the service user, which libpq requires and a bind mount cannot guarantee on every host"
     ),
 }
-ANSIBLE_ONLY: dict[str, str] = {}
+ANSIBLE_ONLY = {
+    "TMPDIR": (
+        "the unit stages temp files (artifact transfers) on disk in the service's private state directory; "
+        "the container mounts the mlflow-tmp volume at /tmp instead"
+    ),
+}
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -356,15 +362,38 @@ def test_dockerignore_lets_in_only_what_the_build_reads() -> None:
 # --- the guard: compose and Ansible hand the server the same variables --------------------------------------
 
 
-def _ansible_rendered_names(tmp_path: Path) -> set[str]:
-    """Names in the env file the mlflow_server role renders with its defaults (secrets given dummy values)."""
-    templates = sorted((MLFLOW_SERVER_ROLE / "templates").glob("*.env.j2"))
-    if not templates:
+def _server_env_template() -> tuple[Path, dict[str, str]]:
+    """The template that writes /etc/mlflow/server.env, and the variables the mlflow_server role hands it.
+
+    Either the role's own templates/*.env.j2, or python_service's env template, fed through the variables
+    tasks/main.yml passes to python_service (python_service_env: "{{ mlflow_server_env }}").
+    """
+    own = sorted((MLFLOW_SERVER_ROLE / "templates").glob("*.env.j2"))
+    if own:
+        assert len(own) == 1, own
+        return own[0], {}
+    main = MLFLOW_SERVER_ROLE / "tasks" / "main.yml"
+    shared = PYTHON_SERVICE_ROLE / "templates" / "service.env.j2"
+    wiring = next(
+        (
+            task["vars"]
+            for task in (yaml.safe_load(main.read_text()) if main.exists() else None) or []
+            if "python_service_env" in (task.get("vars") or {})
+        ),
+        None,
+    )
+    if wiring is None or not shared.exists():
         pytest.skip(
-            "ansible/roles/mlflow_server/templates/ has no *.env.j2 yet: the guard compares compose with the "
-            "file that template renders for /etc/mlflow/server.env, and runs once it exists"
+            "the mlflow_server role does not render its env file yet (neither templates/*.env.j2 nor "
+            "python_service_env passed to python_service): the guard runs once it does"
         )
-    assert len(templates) == 1, templates
+    return shared, wiring
+
+
+def _ansible_server_names(tmp_path: Path) -> set[str]:
+    """Names Ansible hands the server: the env file rendered with the role's defaults (secrets given dummy
+    values) plus any Environment= lines of the unit."""
+    template, wiring = _server_env_template()
     defaults = MLFLOW_SERVER_ROLE / "defaults" / "main.yml"
     role_vars = MLFLOW_SERVER_ROLE / "vars" / "main.yml"
     # Required secrets have no default; defaults/main.yml documents each as a commented-out `# name:` line.
@@ -380,11 +409,11 @@ def _ansible_rendered_names(tmp_path: Path) -> set[str]:
                     "connection": "local",
                     "gather_facts": False,
                     "vars_files": [str(defaults), str(role_vars)],
-                    "vars": {name: "Dummy0123456789" for name in secrets},
+                    "vars": {**{name: "Dummy0123456789" for name in secrets}, **wiring},
                     "tasks": [
                         {
                             "name": "Render",
-                            "ansible.builtin.template": {"src": str(templates[0]), "dest": str(rendered)},
+                            "ansible.builtin.template": {"src": str(template), "dest": str(rendered)},
                         }
                     ],
                 }
@@ -418,17 +447,27 @@ def _ansible_rendered_names(tmp_path: Path) -> set[str]:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    active, _ = env_names(rendered.read_text())
-    return active
+    names, _ = env_names(rendered.read_text())
+    # Environment= of the unit: literal lines of its template, and the lines the role appends to it.
+    unit_lines = list(wiring.get("python_service_unit_extra") or [])
+    unit_template = PYTHON_SERVICE_ROLE / "templates" / "service.unit.j2"
+    if wiring and unit_template.exists():
+        unit_lines += unit_template.read_text().splitlines()
+    for line in unit_lines:
+        match = re.match(r"^Environment=\"?([A-Za-z_][A-Za-z0-9_]*)=", str(line))
+        if match:
+            names.add(match.group(1))
+    return names
 
 
 def test_compose_passes_the_variables_ansible_renders(tmp_path: Path) -> None:
     """The guard. compose's side: every name the server containers can receive (the env file, whose
     example lists the registry, plus what the image and compose add outside it). Ansible's side: the names
-    its template renders. They may differ only by a documented reason (COMPOSE_ONLY, ANSIBLE_ONLY) or by
-    optional settings Ansible leaves to the registry's default and exposes through mlflow_server_extra_env.
+    in the env file its template renders, plus the unit's Environment= lines. They may differ only by a
+    documented reason (COMPOSE_ONLY, ANSIBLE_ONLY) or by optional settings Ansible leaves to the registry's
+    default and exposes through mlflow_server_extra_env.
     """
-    ansible = _ansible_rendered_names(tmp_path)
+    ansible = _ansible_server_names(tmp_path)
 
     active, commented = env_names(ENV_EXAMPLE.read_text())
     source = compose_source()["services"]
