@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -50,7 +51,10 @@ def run(env_file: str | None) -> None:
 @output_option
 def migrate(env_file: str | None, output: str) -> None:
     """Upgrade the tracking and auth schemas; `changed` is true only when a migration ran."""
-    values = entrypoint.resolve(settings.apply_env_file(env_file))
+    environ = settings.apply_env_file(env_file)
+    values = entrypoint.resolve(environ)
+    # This process talks to MLflow too: give it the server's settings (telemetry off, pools, ...).
+    os.environ.update(entrypoint.server_environment(values, environ))
     report = entrypoint.migrate(values)
     if output == "json":
         _emit(report, output)
