@@ -5,6 +5,11 @@ Importing it does no work: MLflow loads its entry points on every `import mlflow
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports it on first use
+    from mlflow_ext.data import log_data
+
 __all__ = ["__version__", "log_data"]
 
 

@@ -300,12 +300,16 @@ def redact_url(url: str) -> str:
     return url
 
 
-def code_directory() -> str:
-    """Where to look for the repository: the entry-point script's folder, else the working directory."""
+def code_directories() -> list[str]:
+    """Where to look for the repository: the entry-point script's folder, then the working directory."""
+    found = []
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     if main and os.path.isfile(main):
-        return os.path.dirname(os.path.abspath(main))
-    return os.getcwd()
+        found.append(os.path.dirname(os.path.abspath(main)))
+    cwd = os.getcwd()
+    if cwd not in found:
+        found.append(cwd)
+    return found
 
 
 def collect_code(directory: str, diff_limit: int) -> CodeInfo:
@@ -337,6 +341,18 @@ def collect_code(directory: str, diff_limit: int) -> CodeInfo:
         if diff:
             info.diff = diff
     return info
+
+
+def _first_repository(diff_limit: int) -> CodeInfo:
+    """Code facts of the first of code_directories() in a git work tree (a console script's folder,
+    say, is not; the directory it was started from may be)."""
+    problem: Exception | None = None
+    for directory in code_directories():
+        try:
+            return collect_code(directory, diff_limit)
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            problem = exc
+    raise RuntimeError(f"no git work tree with a commit: {problem}")
 
 
 # --- ci: GoCD ---
@@ -654,7 +670,7 @@ def collect(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], _
                 except ConfigError as exc:
                     _logger.warning("mlflow_ext: %s; using the default", exc)
                     limit = int(_setting("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {}))
-                code = collect_code(code_directory(), limit)
+                code = _first_repository(limit)
                 tags.update(code.tags)
                 diff = code.diff
             elif group == "ci":

@@ -252,6 +252,25 @@ def test_non_git_directory_runs_without_code_tags(tmp_path: Path, store: dict[st
     assert rc.ENV_HASH in tags and rc.HOST_NAME in tags
 
 
+def test_script_outside_the_repository_uses_the_working_directory(
+    repo: Path, store: dict[str, str], tmp_path: Path
+) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "train.py").write_text(TRAIN)
+    result = subprocess.run(
+        [sys.executable, str(tools / "train.py")],
+        cwd=repo,
+        env=clean_env(**store),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (run_id,) = json.loads(result.stdout.split("RUN_IDS=", 1)[1])
+    assert lineage_tags(store, run_id)[rc.CODE_ROOT] == str(repo)
+
+
 def test_broken_repository_and_bad_settings_do_not_break_the_run(repo: Path, store: dict[str, str]) -> None:
     (repo / ".git" / "HEAD").write_text("garbage\n")
     (run_id,), stderr = train(
