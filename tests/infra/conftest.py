@@ -1,8 +1,8 @@
 """Converge site.yml on this host, prove it idempotent, then hand the converged host to the tests.
 
-The session fixture runs ansible-playbook three times: a converge (it must succeed), a second converge (it
-must report changed=0) and a check-mode run (changed=0 too). The tests read the results from the fixture, so
-a non-idempotent task fails one named test instead of every test.
+The session fixture `converged` runs ansible-playbook three times: a converge (it must succeed), a second
+converge (it must report changed=0) and a check-mode run (changed=0 too). The tests read the results from
+the fixture, so a non-idempotent task fails one named test instead of every test.
 
 Set MLFLOW_PLATFORM_SKIP_CONVERGE=1 to test a host that is already converged (the idempotence tests then
 skip).
@@ -123,9 +123,9 @@ def convergence() -> Convergence:
     return Convergence(first, second, check)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def converged(convergence: Convergence) -> Convergence:
-    """Every infra test runs against the converged host."""
+    """The converged host; test modules of site.yml use it with pytest.mark.usefixtures("converged")."""
     return convergence
 
 

@@ -11,6 +11,8 @@ import pytest
 from tests.infra.conftest import BUCKET, TLS_CERT, TRACKING_URI
 from tests.integration.lifecycle import UNAUTHENTICATED_CALLS, run_lifecycle, status_without_credentials
 
+pytestmark = pytest.mark.usefixtures("converged")
+
 
 def test_model_lifecycle_through_the_proxy(admin_env, s3_client):
     summary = run_lifecycle(admin_env, s3_client, BUCKET)

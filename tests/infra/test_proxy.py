@@ -10,6 +10,8 @@ import pytest
 
 from tests.infra.conftest import TLS_CERT
 
+pytestmark = pytest.mark.usefixtures("converged")
+
 
 def _context(**kwargs) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=TLS_CERT)

@@ -8,6 +8,8 @@ import pytest
 
 from tests.infra.conftest import MLFLOW_ENV_FILE, MLFLOW_PGPASS, SEAWEEDFS_IDENTITIES, TLS_CERT, TLS_KEY
 
+pytestmark = pytest.mark.usefixtures("converged")
+
 # path, mode, owner, group
 SECRET_FILES = [
     (MLFLOW_ENV_FILE, 0o640, "root", "mlflow"),

@@ -10,6 +10,8 @@ import pytest
 
 from tests.infra.conftest import MLFLOW_CLI, MLFLOW_ENV_FILE, MLFLOW_UNIT
 
+pytestmark = pytest.mark.usefixtures("converged")
+
 SERVICES = ["postgresql@15-main", "seaweedfs", "mlflow-server", "nginx"]
 # Users whose processes make up the platform (nginx's master runs as root and is matched by name).
 SERVICE_USERS = {"postgres", "seaweedfs", "mlflow", "www-data"}
