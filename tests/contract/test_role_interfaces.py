@@ -36,8 +36,8 @@ def test_argument_specs_mirror_defaults(role):
     assert not undocumented, f"{role}: defaults missing from meta/argument_specs.yml: {undocumented}"
     for name, value in defaults.items():
         spec = options[name]
-        assert "default" in spec, f"{role}: {name} has a default in defaults/main.yml but not in argument_specs"
-        assert spec["default"] == value, f"{role}: default of {name} differs between defaults and argument_specs"
+        assert "default" in spec, f"{role}: {name} default missing from argument_specs"
+        assert spec["default"] == value, f"{role}: {name} default differs from argument_specs"
         assert spec.get("description"), f"{role}: {name} is not described"
 
 
