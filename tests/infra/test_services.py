@@ -92,6 +92,8 @@ def test_unit_is_hardened(host):
         "Environment=TMPDIR=/var/lib/mlflow-server/tmp",
     ]:
         assert expected in lines, expected
+    after = next(line for line in lines if line.startswith("After=")).split("=", 1)[1].split()
+    assert {"postgresql.service", "seaweedfs.service"} <= set(after), after
     assert unit.user == "root" and unit.mode == 0o644
 
 
