@@ -20,9 +20,14 @@ def main() -> None:
 # Commands are registered here, one module per concern.
 from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
 from mlflow_ext.commands.server import server_group  # noqa: E402
+from mlflow_ext.commands.tokens import tokens_group  # noqa: E402
+from mlflow_ext.commands.users import grant_group, users_group  # noqa: E402
 
 main.add_command(server_group)
 main.add_command(inspect_command)
+main.add_command(tokens_group)
+main.add_command(users_group)
+main.add_command(grant_group)
 
 
 def run() -> None:

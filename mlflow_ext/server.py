@@ -32,6 +32,19 @@ def auth_enabled(values: Mapping[str, Any]) -> bool:
     return bool(values["MLFLOW_EXT_APP_NAME"] != "none")
 
 
+# The auth INI's authorization_function for each auth app.
+AUTHORIZATION_FUNCTIONS = {
+    "basic-auth": "mlflow.server.auth:authenticate_request_basic_auth",
+    "mlflow-ext-auth": "mlflow_ext.auth.authn:authenticate_request",
+}
+
+
+def _mlflow_cache_ttl(values: Mapping[str, Any]) -> int:
+    if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
+        return 0
+    return int(values["MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS"])
+
+
 def render_auth_config(values: Mapping[str, Any], runtime_dir: str) -> str:
     """Write the auth app's INI (mode 0600) and return its path. The admin password stays in the env."""
     database_uri = str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]).replace("%", "%%")
@@ -41,8 +54,10 @@ def render_auth_config(values: Mapping[str, Any], runtime_dir: str) -> str:
             f"default_permission = {values['MLFLOW_EXT_AUTH_DEFAULT_PERMISSION']}",
             f"database_uri = {database_uri}",
             f"admin_username = {values['MLFLOW_AUTH_ADMIN_USERNAME']}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-            f"auth_cache_ttl_seconds = {values['MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS']}",
+            f"authorization_function = {AUTHORIZATION_FUNCTIONS[str(values['MLFLOW_EXT_APP_NAME'])]}",
+            # mlflow-ext-auth keeps its own cache (flushed on revocation across workers); MLflow's
+            # per-worker cache only serves the basic-auth app.
+            f"auth_cache_ttl_seconds = {_mlflow_cache_ttl(values)}",
             "grant_default_workspace_access = false",
             "",
         ]
@@ -70,6 +85,8 @@ def server_environment(values: Mapping[str, Any], environ: Mapping[str, str]) ->
             env.pop(name, None)
         elif isinstance(value, bool):
             env[name] = "true" if value else "false"
+        elif isinstance(value, tuple):
+            env[name] = ",".join(value) if value else "none"
         else:
             env[name] = str(value)
     return env
@@ -91,6 +108,9 @@ def prepare(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     env = server_environment(values, environ)
     if auth_enabled(values):
         env["MLFLOW_AUTH_CONFIG_PATH"] = render_auth_config(values, _runtime_dir(values, environ))
+    if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
+        # Deny by default: a route without an authorization decision is refused to non-admins.
+        env.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
     if values["MLFLOW_EXPOSE_PROMETHEUS"]:
         os.makedirs(values["MLFLOW_EXPOSE_PROMETHEUS"], mode=0o700, exist_ok=True)
     return server_argv(values), env
@@ -163,6 +183,20 @@ def _migrate_auth(uri: str) -> dict[str, Any]:
     return {"before": before, "after": after, "changed": before != after}
 
 
+def _migrate_auth_ext(uri: str) -> dict[str, Any]:
+    """mlflow-ext-auth's own tables (tokens, rights, lockouts) beside MLflow's auth schema."""
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+
+    from mlflow_ext.auth.store import migrate as migrate_ext_tables
+
+    engine = create_sqlalchemy_engine(uri)
+    try:
+        with _migration_lock(engine):
+            return migrate_ext_tables(engine)
+    finally:
+        engine.dispose()
+
+
 def migrate(values: Mapping[str, Any]) -> dict[str, Any]:
     """Upgrade the tracking (and auth) schema to this MLflow's head; report what changed.
 
@@ -173,6 +207,8 @@ def migrate(values: Mapping[str, Any]) -> dict[str, Any]:
         report["tracking"] = _migrate_tracking(str(values["MLFLOW_BACKEND_STORE_URI"]))
         if auth_enabled(values):
             report["auth"] = _migrate_auth(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
+        if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
+            report["auth_ext"] = _migrate_auth_ext(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
     except ConfigError:
         raise
     except Exception as exc:

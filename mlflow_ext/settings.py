@@ -119,6 +119,32 @@ def _subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _alias_names(value: str) -> tuple[str, ...]:
+    if value.strip().lower() == "none":
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", name) for name in names):
+        raise ValueError("must be comma-separated alias names (letters, digits, '_', '-') or none")
+    return names
+
+
+def _address_list(value: str) -> tuple[str, ...]:
+    import ipaddress
+
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(str(ipaddress.ip_address(part.strip())) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("must be comma-separated IP addresses or none") from None
+
+
+def _audit_destination(value: str) -> str:
+    if value != "stderr" and not value.startswith("/"):
+        raise ValueError("must be stderr or an absolute file path")
+    return value
+
+
 def _workers(value: str) -> int:
     return _integer(1)(value)
 
@@ -269,10 +295,11 @@ SETTINGS: tuple[Setting, ...] = (
     # --- auth ---
     Setting(
         "MLFLOW_EXT_APP_NAME",
-        "Server app plugin: basic-auth (MLflow's auth app) or none (no auth; local development only).",
-        "basic-auth",
-        parse=_choice("basic-auth", "none"),
-        default="basic-auth",
+        "Server app plugin: mlflow-ext-auth (MLflow's auth plus tokens, lockout, create rights, protected "
+        "aliases; docs/auth.md), basic-auth (MLflow's auth app) or none (no auth; local development only).",
+        "mlflow-ext-auth",
+        parse=_choice("mlflow-ext-auth", "basic-auth", "none"),
+        default="mlflow-ext-auth",
     ),
     Setting(
         "MLFLOW_EXT_AUTH_DEFAULT_PERMISSION",
@@ -283,10 +310,90 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS",
-        "Seconds a verified password stays cached per worker (0 = hash on every request).",
+        "Seconds a verified password or token stays cached per worker (0 = verify on every request). "
+        "With mlflow-ext-auth, revocations and password changes empty every worker's cache at once.",
         "30",
         parse=_integer(0),
         default="30",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_CACHE_MAX_ENTRIES",
+        "Most credentials one worker keeps verified in memory (mlflow-ext-auth).",
+        "10000",
+        parse=_integer(1),
+        default="10000",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_REVOCATION_CHECK_SECONDS",
+        "How often a worker reads the revocation counter from the auth database (0 = on every request, "
+        "so a revoked token or changed password is refused at once on every worker and replica).",
+        "0",
+        parse=_integer(0),
+        default="0",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_OPEN_CREATE",
+        "What every user may create without a grant: experiments, registered_models, or none "
+        "(deny by default; grant create rights with mlflow-ext grant).",
+        "none",
+        parse=_subset("experiments", "registered_models"),
+        default="none",
+    ),
+    Setting(
+        "MLFLOW_EXT_PROTECTED_ALIASES",
+        "Registered-model aliases only holders of the promote right may set, move or delete (or none).",
+        "production,staging",
+        parse=_alias_names,
+        default="production",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_LOCKOUT_USER_FAILURES",
+        "Failed logins for one username, within the window, that lock it out.",
+        "5",
+        parse=_integer(1),
+        default="5",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_LOCKOUT_ADDRESS_FAILURES",
+        "Failed logins from one client address, within the window, that lock it out.",
+        "50",
+        parse=_integer(1),
+        default="50",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_LOCKOUT_WINDOW_SECONDS",
+        "Window in which failed logins are counted.",
+        "900",
+        parse=_integer(1),
+        default="900",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_LOCKOUT_SECONDS",
+        "How long a locked-out username or address is refused (HTTP 429 with Retry-After).",
+        "900",
+        parse=_integer(1),
+        default="900",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_SLOWDOWN_AFTER",
+        "Failed logins after which each further failure is answered with a growing delay (up to 2 s).",
+        "3",
+        parse=_integer(1),
+        default="3",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_TRUSTED_PROXIES",
+        "Peer addresses whose X-Forwarded-For names the client (the local TLS proxy), or none.",
+        "127.0.0.1,::1",
+        parse=_address_list,
+        default="127.0.0.1,::1",
+    ),
+    Setting(
+        "MLFLOW_EXT_AUDIT_LOG",
+        "Where the auth audit log (JSON lines) goes: stderr (the journal) or an absolute file path.",
+        "/var/log/mlflow/audit.jsonl",
+        parse=_audit_destination,
+        default="stderr",
     ),
     Setting(
         "MLFLOW_AUTH_ADMIN_USERNAME",

@@ -12,7 +12,7 @@ from tests.unit.test_settings import VALID
 
 def test_argv_carries_no_configuration_but_the_app_name(tmp_path):
     argv, env = server.prepare({**VALID, "MLFLOW_EXT_RUNTIME_DIR": str(tmp_path)})
-    assert argv[1:] == ["-m", "mlflow", "server", "--app-name", "basic-auth"]
+    assert argv[1:] == ["-m", "mlflow", "server", "--app-name", "mlflow-ext-auth"]
     for secret in (VALID["MLFLOW_AUTH_ADMIN_PASSWORD"], VALID["MLFLOW_FLASK_SERVER_SECRET_KEY"]):
         assert all(secret not in part for part in argv)
     assert env["MLFLOW_BACKEND_STORE_URI"] == VALID["MLFLOW_BACKEND_STORE_URI"]

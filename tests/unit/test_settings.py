@@ -18,7 +18,7 @@ VALID = {
 
 def test_valid_environment_fills_defaults():
     values = settings.load(VALID)
-    assert values["MLFLOW_EXT_APP_NAME"] == "basic-auth"
+    assert values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth"
     assert values["MLFLOW_EXT_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
     assert values["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False
     assert values["MLFLOW_DISABLE_TELEMETRY"] is True

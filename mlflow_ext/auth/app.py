@@ -1,0 +1,69 @@
+"""The ``mlflow.app`` entry point ``mlflow-ext-auth``: ``mlflow server --app-name mlflow-ext-auth``.
+
+``create_app`` is a factory: uvicorn calls it in every worker (``--factory``), and only then is any
+configuration read. It builds on MLflow's basic-auth app instead of replacing it:
+
+1. our REST routes are added to MLflow's Flask app, each with a validator in MLflow's table;
+2. ``mlflow.server.auth.create_app`` does the rest as usual: user store, admin bootstrap, its
+   before/after-request hooks, the FastAPI wrapper and its permission middleware (which guards the
+   FastAPI-only routes through our ``authorization_function`` too);
+3. the validators of the routes we tighten are wrapped (``policy``), and the shared state for
+   authentication (``authn``) is built on the same database engine as MLflow's user store.
+
+The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
+as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
+without an authorization decision is refused to non-admins instead of being allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+AUTHORIZATION_FUNCTION = "mlflow_ext.auth.authn:authenticate_request"
+
+
+def create_app() -> Any:
+    # Deny by default: a route no validator covers is refused (MLflow's opt-in fail-closed net).
+    os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
+
+    import mlflow.server.auth as auth_module
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_STATE
+    from mlflow.server import app as flask_app
+
+    from mlflow_ext.auth import authn, config, policy, routes
+    from mlflow_ext.auth.audit import AuditLog
+    from mlflow_ext.auth.cache import CredentialCache
+    from mlflow_ext.auth.store import ExtStore
+
+    if auth_module.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
+        raise MlflowException(
+            f"mlflow-ext-auth needs authorization_function = {AUTHORIZATION_FUNCTION} in the auth "
+            "config (MLFLOW_AUTH_CONFIG_PATH); start the server with `mlflow-ext server run`.",
+            INVALID_STATE,
+        )
+    settings = config.load(os.environ)
+    routes.register(flask_app, auth_module)
+    served = auth_module.create_app(flask_app)
+
+    ext = ExtStore(auth_module.store.engine)
+    try:
+        ext.generation()
+    except Exception as exc:
+        raise MlflowException(
+            "the mlflow-ext auth tables are missing or unreadable; run `mlflow-ext server migrate` "
+            f"({type(exc).__name__})",
+            INVALID_STATE,
+        ) from None
+    authn.install(
+        authn.AuthState(
+            settings=settings,
+            ext=ext,
+            users=auth_module.store,
+            audit=AuditLog(settings.audit_log),
+            cache=CredentialCache(settings.cache_max_entries, settings.cache_ttl_seconds),
+        )
+    )
+    policy.install(flask_app, auth_module)
+    return served
