@@ -37,12 +37,13 @@ test: $(DEV_VENV)/.installed  ## unit, contract and integration tests (real Post
 test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## converge site.yml on this host, then test it
 	$(DEV_VENV)/bin/pytest -q tests/infra
 
-lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy
+lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy, hadolint
 	cd ansible && ../$(DEV_VENV)/bin/ansible-lint --profile production
 	$(DEV_VENV)/bin/yamllint -s .
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/ruff format --check .
 	$(DEV_VENV)/bin/mypy
+	$(DEV_VENV)/bin/hadolint docker/Dockerfile
 
 bench: $(DEV_VENV)/.installed  ## side-by-side benchmarks; results under results/
 	$(DEV_VENV)/bin/python -m tests.bench
