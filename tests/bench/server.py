@@ -24,7 +24,7 @@ from tests.support.services import free_ports, http_ok, running_platform, stop_p
 
 SECRETS_DIR = Path(os.environ.get("BENCH_SECRETS_DIR", "/etc/mlflow-platform/secrets"))
 PLATFORM_URL = os.environ.get("BENCH_PLATFORM_URL", "https://localhost")
-CA_FILE = os.environ.get("BENCH_CA_FILE", "/etc/nginx/tls/mlflow.crt")
+CA_FILE = os.environ.get("BENCH_CA_FILE", "/etc/nginx/tls/mlflow-platform.crt")
 LOG_METRIC_CALLS = int(os.environ.get("BENCH_LOG_METRIC_CALLS", "300"))
 BATCHES_PER_CLIENT = int(os.environ.get("BENCH_BATCHES_PER_CLIENT", "10"))
 ARTIFACT_MIB = int(os.environ.get("BENCH_ARTIFACT_MIB", "256"))
