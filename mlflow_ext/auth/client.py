@@ -34,7 +34,7 @@ class AuthClient:
         from mlflow.utils.rest_utils import http_request
 
         payload = {k: v for k, v in (payload or {}).items() if v is not None}
-        kwargs: dict[str, Any] = {"params": payload} if method in ("GET", "DELETE") else {"json": payload}
+        kwargs: dict[str, Any] = {"params": payload} if method == "GET" else {"json": payload}
         try:
             response = http_request(
                 self.creds, endpoint, method, max_retries=0, raise_on_status=False, **kwargs

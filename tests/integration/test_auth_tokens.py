@@ -46,7 +46,7 @@ class Api:
 
     def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> requests.Response:
         kwargs: dict[str, Any] = {"auth": self.auth, "headers": self.headers, "timeout": TIMEOUT}
-        if method in ("GET", "DELETE"):
+        if method == "GET":  # as MLflow's own client: a JSON body for everything else, DELETE included
             kwargs["params"] = payload
         else:
             kwargs["json"] = payload or {}
