@@ -1,0 +1,88 @@
+"""Bad input to the auth layer and its REST API: a clear 4xx, never a 500."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.integration.test_auth_tokens import CURRENT, Api, admin, new_user
+
+pytestmark = pytest.mark.integration
+
+
+def basic(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Basic", 400),
+        ("Basic !!!not-base64!!!", 400),
+        (basic(b"no-colon-here"), 400),
+        (basic(b":password-without-user"), 400),
+        (basic(b"\xff\xfe:\xff"), 400),
+        (basic(b"user:" + b"p" * 2000), 400),
+        (basic(b"u" * 300 + b":password"), 400),
+        ("Bearer", 400),
+        ("Bearer not-a-token", 400),
+        ("Bearer mlxt_" + "A" * 43, 401),  # well-formed, unknown
+        ("Bearer mlxt_" + "A" * 43 + " extra", 400),
+        ("Digest username=x", 401),
+        ("Basic " + "A" * 5000, 400),
+        (basic(b"no-such-user-anywhere:some-password"), 401),
+    ],
+)
+def test_malformed_and_unknown_credentials(platform, header, expected):
+    response = Api(platform.tracking_uri, headers={"Authorization": header}).call("GET", CURRENT)
+    assert response.status_code == expected, response.text
+    assert response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "expected"),
+    [
+        ("POST", "/api/2.0/mlflow-ext/tokens/create", {}, 400),
+        ("POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "x" * 300}, 400),
+        ("POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "t", "expires_in_seconds": "soon"}, 400),
+        ("POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "t", "expires_in_seconds": 0}, 400),
+        ("POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "t", "username": "no-such-user"}, 404),
+        ("POST", "/api/2.0/mlflow-ext/tokens/revoke", {"id": "x"}, 400),
+        ("POST", "/api/2.0/mlflow-ext/tokens/revoke", {"id": 999999}, 404),
+        ("POST", "/api/2.0/mlflow-ext/rights/grant", {"username": "admin", "right": "root"}, 400),
+        ("POST", "/api/2.0/mlflow-ext/rights/grant", {"username": "no-such-user", "right": "promote"}, 404),
+        (
+            "POST",
+            "/api/2.0/mlflow-ext/rights/grant",
+            {"username": "admin", "right": "create_experiment", "resource": "m"},
+            400,
+        ),
+        ("POST", "/api/2.0/mlflow-ext/lockouts/clear", {}, 400),
+        ("POST", "/api/2.0/mlflow-ext/service-accounts/create", {"username": "admin"}, 400),
+    ],
+)
+def test_bad_requests_to_the_auth_api(platform, method, path, payload, expected):
+    response = admin(platform).call(method, path, payload)
+    assert response.status_code == expected, response.text
+    assert response.json()["message"]
+
+
+def test_non_json_body_is_a_clear_400(platform):
+    import requests
+
+    response = requests.post(
+        platform.tracking_uri + "/api/2.0/mlflow-ext/tokens/create",
+        data="name=x",
+        auth=(platform.admin_username, platform.admin_password),
+        timeout=30,
+    )
+    assert response.status_code == 400
+
+
+def test_unknown_user_and_wrong_password_look_the_same(platform):
+    username, password = new_user(platform, "same")
+    unknown = Api(platform.tracking_uri, "no-such-" + username, password).call("GET", CURRENT)
+    wrong = Api(platform.tracking_uri, username, "not-" + password).call("GET", CURRENT)
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()

@@ -1,0 +1,99 @@
+"""Brute-force protection on a real server: slow-down, lockout per user and per address, expiry.
+
+A platform of its own with small thresholds and a short lockout, so the test can watch it expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.test_auth_tokens import CURRENT, Api, admin, new_token, new_user
+from tests.support.services import Platform, running_platform
+
+pytestmark = pytest.mark.integration
+
+LOCKOUT_SECONDS = 4
+SETTINGS = {
+    "MLFLOW_EXT_AUTH_LOCKOUT_USER_FAILURES": "4",
+    "MLFLOW_EXT_AUTH_LOCKOUT_ADDRESS_FAILURES": "6",
+    "MLFLOW_EXT_AUTH_LOCKOUT_WINDOW_SECONDS": "60",
+    "MLFLOW_EXT_AUTH_LOCKOUT_SECONDS": str(LOCKOUT_SECONDS),
+    "MLFLOW_EXT_AUTH_SLOWDOWN_AFTER": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[Platform]:
+    with running_platform(extra_env=SETTINGS) as started:
+        yield started
+
+
+def from_address(platform: Platform, address: str, username: str, password: str) -> Api:
+    return Api(platform.tracking_uri, username, password, headers={"X-Forwarded-For": address})
+
+
+def test_user_lockout_slows_then_locks_then_expires(strict):
+    username, password = new_user(strict, "victim")
+    wrong = Api(strict.tracking_uri, username, "wrong-" + password)  # one address per call
+    timings = []
+    for _ in range(3):
+        start = time.monotonic()
+        assert wrong.call("GET", CURRENT).status_code == 401
+        timings.append(time.monotonic() - start)
+    assert timings[2] >= 0.25  # the third failure (after SLOWDOWN_AFTER=2) is answered late
+    locked = wrong.call("GET", CURRENT)  # the fourth failure locks the user
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
+    # Locked means locked: the right password is refused too, from any address and on every worker.
+    for _ in range(4):
+        right = Api(strict.tracking_uri, username, password).call("GET", CURRENT)
+        assert right.status_code == 429
+    assert "Too many failed logins" in right.json()["message"]
+    locks = admin(strict).ok("GET", "/api/2.0/mlflow-ext/lockouts/list")["lockouts"]
+    assert f"user:{username}" in {lock["key"] for lock in locks}
+    time.sleep(LOCKOUT_SECONDS + 0.5)
+    assert Api(strict.tracking_uri, username, password).call("GET", CURRENT).status_code == 200
+
+
+def test_address_lockout_spares_other_addresses(strict):
+    address = f"192.0.2.{secrets.randbelow(200) + 1}"
+    for _ in range(6):  # six different unknown users, one address
+        status = from_address(strict, address, f"nobody-{secrets.token_hex(3)}", "guess-guess-1").call(
+            "GET", CURRENT
+        )
+    assert status.status_code == 429
+    username, password = new_user(strict, "neighbour")
+    _, token = new_token(strict, username)
+    assert from_address(strict, address, username, password).call("GET", CURRENT).status_code == 429
+    by_token = Api(strict.tracking_uri, token=token, headers={"X-Forwarded-For": address})
+    assert by_token.call("GET", CURRENT).status_code == 429  # tokens from a locked address too
+    assert Api(strict.tracking_uri, username, password).call("GET", CURRENT).status_code == 200
+    # An admin lifts it early.
+    admin(strict).ok("POST", "/api/2.0/mlflow-ext/lockouts/clear", {"address": address})
+    assert from_address(strict, address, username, password).call("GET", CURRENT).status_code == 200
+
+
+def test_spoofed_forwarding_headers_do_not_dodge_the_lockout(strict):
+    """Only loopback (the proxy) is trusted, and only its right-most hop counts."""
+    username, password = new_user(strict, "spoof")
+    real = f"198.51.100.{secrets.randbelow(200) + 1}"
+    for _ in range(6):
+        forged = f"203.0.113.{secrets.randbelow(200) + 1}, {real}"
+        Api(
+            strict.tracking_uri,
+            f"nobody-{secrets.token_hex(3)}",
+            "x" * 12,
+            headers={"X-Forwarded-For": forged},
+        ).call("GET", CURRENT)
+    assert from_address(strict, real, username, password).call("GET", CURRENT).status_code == 429
+
+
+def test_lockout_events_are_audited(strict):
+    events = [line for line in strict.server.log().splitlines() if '"event": "auth.lockout"' in line]
+    assert events
+    raw = base64.b64encode(b"x").decode()
+    assert raw not in "".join(events)
