@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", "server,fingerprint").split(",") if name]
+SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", "server,fingerprint,auth").split(",") if name]
 
 
 def render_markdown(rows: list[dict]) -> str:
