@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.services import free_ports, http_ok, running_platform, stop_process, wait_for
+from tests.support.environ import patched_environ
+from tests.support.services import free_ports, http_ok, running_platform, s3_client, stop_process, wait_for
 
 SECRETS_DIR = Path(os.environ.get("BENCH_SECRETS_DIR", "/etc/mlflow-platform/secrets"))
 PLATFORM_URL = os.environ.get("BENCH_PLATFORM_URL", "https://localhost")
@@ -36,20 +37,6 @@ class Target:
     env: dict[str, str]
     s3_client: object | None = None
     bucket: str | None = None
-
-
-@contextlib.contextmanager
-def client_env(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _secret(name: str) -> str:
@@ -74,16 +61,10 @@ def _provisioned_platform() -> Target | None:
         }
     except OSError:
         return None
-    import boto3
-    from botocore.config import Config
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:8333"),
-        aws_access_key_id=_secret("object_store_access_key"),
-        aws_secret_access_key=_secret("object_store_secret_key"),
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    s3 = s3_client(
+        os.environ.get("BENCH_S3_ENDPOINT", "http://127.0.0.1:8333"),
+        _secret("object_store_access_key"),
+        _secret("object_store_secret_key"),
     )
     return Target(
         "platform (provisioned, through the TLS proxy)",
@@ -145,7 +126,7 @@ def _new_run(prefix: str) -> str:
 def log_metric_latency(target: Target) -> dict:
     from mlflow import MlflowClient
 
-    with client_env(target.env):
+    with patched_environ(target.env):
         client = MlflowClient()
         run_id = _new_run("bench-latency")
         for step in range(10):  # warm the keep-alive connection and the server's caches
@@ -166,7 +147,7 @@ def log_batch_throughput(target: Target, clients: int) -> dict:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    with client_env(target.env):
+    with patched_environ(target.env):
         run_ids = [_new_run("bench-batch") for _ in range(clients)]
         errors: list[BaseException] = []
 
@@ -196,7 +177,7 @@ def artifact_upload(target: Target, path: Path) -> dict:
     from mlflow import MlflowClient
 
     size_mib = path.stat().st_size / 2**20
-    with client_env(target.env):
+    with patched_environ(target.env):
         run_id = _new_run("bench-artifact")
         start = time.perf_counter()
         MlflowClient().log_artifact(run_id, str(path))

@@ -11,21 +11,16 @@ skip).
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_DIR = REPO / "ansible"
-INVENTORY = ANSIBLE_DIR / "inventories" / "local"
+from tests.support.ansible import INVENTORY, PlaybookRun, run_playbook
+from tests.support.services import s3_client as make_s3_client
+
 PLATFORM_VARS = INVENTORY / "group_vars" / "all" / "platform.yml"
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "dev" / "bin" / "ansible-playbook"
-LOG_DIR = REPO / "results" / "infra"
 
 # What the roles provision on this host (role defaults; the local inventory keeps them).
 MLFLOW_ENV_FILE = "/etc/mlflow/server.env"
@@ -39,69 +34,6 @@ TRACKING_URI = "https://localhost"
 S3_ENDPOINT = "http://127.0.0.1:8333"
 BUCKET = "mlflow-artifacts"
 
-_RECAP = re.compile(
-    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-    r"\s+failed=(?P<failed>\d+)",
-    re.MULTILINE,
-)
-
-
-@dataclass
-class PlaybookRun:
-    """One ansible-playbook run: its exit code, per-host recap, duration and output."""
-
-    label: str
-    returncode: int
-    recap: dict[str, dict[str, int]]
-    seconds: float
-    output: str
-    log: Path
-
-    @property
-    def changed(self) -> int:
-        return sum(host["changed"] for host in self.recap.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(host["failed"] + host["unreachable"] for host in self.recap.values())
-
-    def changed_tasks(self) -> list[str]:
-        """The tasks that reported a change, for assertion messages."""
-        tasks, current = [], ""
-        for line in self.output.splitlines():
-            if line.startswith("TASK ["):
-                current = line.split("[", 1)[1].rsplit("]", 1)[0]
-            elif line.startswith("changed:"):
-                tasks.append(current)
-        return tasks
-
-    def summary(self) -> str:
-        return f"{self.label}: rc={self.returncode} {self.recap} in {self.seconds:.0f}s (log: {self.log})"
-
-
-def run_playbook(label: str, *extra: str) -> PlaybookRun:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    command = [str(ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(ANSIBLE_DIR / "site.yml"), *extra]
-    started = time.monotonic()
-    result = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False
-    )
-    seconds = time.monotonic() - started
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"{label}.log"
-    log.write_text(result.stdout + result.stderr, encoding="utf-8")
-    recap = {
-        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
-        for m in _RECAP.finditer(result.stdout)
-    }
-    return PlaybookRun(label, result.returncode, recap, seconds, result.stdout + result.stderr, log)
-
 
 @dataclass
 class Convergence:
@@ -114,11 +46,11 @@ class Convergence:
 def convergence() -> Convergence:
     if os.environ.get("MLFLOW_PLATFORM_SKIP_CONVERGE") == "1":
         return Convergence(None, None, None)
-    first = run_playbook("converge")
+    first = run_playbook("converge", "site.yml")
     if first.returncode != 0 or first.failed or not first.recap:
         pytest.fail(f"{first.summary()}\n{first.output[-4000:]}", pytrace=False)
-    second = run_playbook("reconverge")
-    check = run_playbook("check", "--check")
+    second = run_playbook("reconverge", "site.yml")
+    check = run_playbook("check", "site.yml", "--check")
     print(f"\n{first.summary()}\n{second.summary()}\n{check.summary()}")
     return Convergence(first, second, check)
 
@@ -163,14 +95,4 @@ def admin_env(secrets: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def s3_client(secrets: dict[str, str]):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=S3_ENDPOINT,
-        aws_access_key_id=secrets["object_store_access_key"],
-        aws_secret_access_key=secrets["object_store_secret_key"],
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
+    return make_s3_client(S3_ENDPOINT, secrets["object_store_access_key"], secrets["object_store_secret_key"])

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from tests.support.environ import patched_environ
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 
 
@@ -42,9 +44,7 @@ def run_lifecycle(env: dict[str, str], s3_client, bucket: str) -> dict:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["prediction"] == [8.0, 12.0]
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with patched_environ(env):
         client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         run = client.get_run(summary["run_id"])
         assert run.data.params == {"weight": "2.0", "features": "a,b"}
@@ -54,12 +54,6 @@ def run_lifecycle(env: dict[str, str], s3_client, bucket: str) -> dict:
         assert version.version == summary["version"]
         assert version.tags["validated"] == "true"
         assert client.get_registered_model(model_name).tags["team"] == "quickstart"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
     # Artifacts went through the server into the bucket: the run's file and the model's MLmodel.
     keys = [

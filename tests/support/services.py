@@ -45,6 +45,22 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def s3_client(endpoint_url: str, access_key: str, secret_key: str):
+    """boto3 as the platform talks to non-AWS S3: SigV4, path-style, checksums only when required."""
+    import boto3
+    from botocore.config import Config
+
+    os.environ.update(S3_ENV)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 def wait_for(check, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,6 +113,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
 class Postgres:
     """A private PostgreSQL 15 cluster with scram auth on a free loopback port."""
 
+    superuser: str = "postgres"
     superuser_password: str = field(default_factory=lambda: secrets.token_hex(16))
     port: int = 0
     directory: Path | None = None
@@ -116,7 +133,7 @@ class Postgres:
                     "-D",
                     str(data),
                     "-U",
-                    "postgres",
+                    self.superuser,
                     "-A",
                     "scram-sha-256",
                     f"--pwfile={pwfile}",
@@ -151,8 +168,11 @@ class Postgres:
         )
         return self
 
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        env = {**os.environ, "PGPASSWORD": self.superuser_password}
+    def psql(
+        self, sql: str, database: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> str:
+        """Run SQL as the superuser, or as ``user`` with ``password``; return the unaligned output."""
+        env = {**os.environ, "PGPASSWORD": password if user else self.superuser_password}
         result = subprocess.run(
             [
                 "psql",
@@ -161,7 +181,7 @@ class Postgres:
                 "-p",
                 str(self.port),
                 "-U",
-                "postgres",
+                user or self.superuser,
                 "-d",
                 database,
                 "-v",
@@ -261,18 +281,7 @@ class SeaweedS3:
         return self
 
     def client(self):
-        import boto3
-        from botocore.config import Config
-
-        os.environ.update(S3_ENV)
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        return s3_client(self.endpoint_url, self.access_key, self.secret_key)
 
     def _answers(self) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
