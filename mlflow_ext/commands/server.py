@@ -59,9 +59,8 @@ def migrate(env_file: str | None, output: str) -> None:
     if output == "json":
         _emit(report, output)
     else:
-        for name in ("tracking", "auth"):
-            if name in report:
-                part = report[name]
+        for name, part in report.items():
+            if name != "changed":
                 verb = "upgraded" if part["changed"] else "up to date at"
                 click.echo(
                     f"{name}: {verb} {part['after']}"
