@@ -11,7 +11,6 @@ import contextlib
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -74,15 +73,36 @@ def _provisioned_platform() -> Target | None:
     )
 
 
+def vanilla_python() -> str:
+    """A venv with nothing but `pip install mlflow==<pinned>`: MLflow as a team would first install it.
+
+    The dev venv carries the platform's extras (uvicorn[standard], psycopg2, ...), which would flatter
+    the baseline; the bench keeps this venv under .venv/ and builds it once.
+    """
+    import mlflow
+
+    venv = Path(__file__).resolve().parents[2] / ".venv" / "bench-vanilla"
+    stamp = venv / f".mlflow-{mlflow.__version__}"
+    if not stamp.exists():
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"mlflow=={mlflow.__version__}"],
+            check=True,
+        )
+        stamp.touch()
+    return str(venv / "bin" / "python")
+
+
 @contextlib.contextmanager
 def vanilla_server() -> Iterator[Target]:
-    """`mlflow server` as installed, with its defaults (SQLite and ./mlartifacts in its working dir)."""
+    """`mlflow server` as pip installs it, with its defaults (SQLite and ./mlartifacts in its working dir)."""
+    python = vanilla_python()
     workdir = tempfile.mkdtemp(prefix="bench-vanilla-")
     (port,) = free_ports(1)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = open(Path(workdir) / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--port", str(port)],
+        [python, "-m", "mlflow", "server", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=log,
