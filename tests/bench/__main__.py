@@ -36,6 +36,12 @@ def render_chart(rows: list[dict], path: Path) -> None:
     ax.barh(labels, ratios, color=["tab:green" if r >= 1 else "tab:red" for r in ratios])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator([0.1, 0.25, 0.5, 1, 2, 4, 10]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _pos: f"{x:g}x"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("ratio against the baseline run side by side (>1 = platform better)")
     ax.invert_yaxis()
     fig.tight_layout()
