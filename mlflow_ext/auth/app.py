@@ -8,7 +8,9 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
    before/after-request hooks, the FastAPI wrapper and its permission middleware (which guards the
    FastAPI-only routes through our ``authorization_function`` too);
 3. the validators of the routes we tighten are wrapped (``policy``), and the shared state for
-   authentication (``authn``) is built on the same database engine as MLflow's user store.
+   authentication (``authn``) is built on the same database engine as MLflow's user store;
+4. MLflow's auth store is wrapped so its writes bump the generation counter and its reads on the
+   authorization path are memoised per generation, and runs' experiments are remembered (``memo``).
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -35,6 +37,7 @@ def create_app() -> Any:
     from mlflow_ext.auth import authn, config, policy, routes
     from mlflow_ext.auth.audit import AuditLog
     from mlflow_ext.auth.cache import CredentialCache
+    from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
     from mlflow_ext.auth.store import ExtStore
 
     if auth_module.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
@@ -56,6 +59,12 @@ def create_app() -> Any:
             f"({type(exc).__name__})",
             INVALID_STATE,
         ) from None
+    memo = AuthMemo()
+    # Every write through MLflow's auth store (users, grants, roles; REST, FastAPI routes and the
+    # after-request hooks that grant a creator MANAGE or sweep a deleted model's grants) bumps the
+    # generation once committed; its reads on the authorization path are memoised per generation.
+    wrap_store(auth_module.store, memo, ext.bump_generation)
+    wrap_run_requirement(auth_module, RunExperiments())
     authn.install(
         authn.AuthState(
             settings=settings,
@@ -63,6 +72,7 @@ def create_app() -> Any:
             users=auth_module.store,
             audit=AuditLog(settings.audit_log),
             cache=CredentialCache(settings.cache_max_entries, settings.cache_ttl_seconds),
+            memo=memo,
         )
     )
     policy.install(flask_app, auth_module)

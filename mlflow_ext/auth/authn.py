@@ -28,11 +28,12 @@ from typing import Any
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
-from mlflow_ext.auth import lockout
+from mlflow_ext.auth import lockout, memo
 from mlflow_ext.auth import tokens as token_format
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache, Verified
 from mlflow_ext.auth.config import AuthSettings
+from mlflow_ext.auth.memo import AuthMemo
 from mlflow_ext.auth.store import ExtStore, now_ms
 
 MAX_AUTHORIZATION_HEADER = 4096
@@ -52,6 +53,8 @@ class AuthState:
     users: Any  # mlflow.server.auth.store (MLflow's SqlAlchemyStore)
     audit: AuditLog
     cache: CredentialCache
+    # Answers of MLflow's auth-store reads, valid for one generation (see ``memo``).
+    memo: AuthMemo = field(default_factory=AuthMemo)
     generation: int = -1
     checked_at: float = float("-inf")
     locks: dict[str, int] = field(default_factory=dict)
@@ -59,7 +62,7 @@ class AuthState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh(self) -> int:
-        """Read the generation counter (at most once per interval); on a change, empty the cache.
+        """Read the generation counter (at most once per interval); on a change, empty the caches.
 
         Revocations, password changes, deletions and lockouts all bump it in the same transaction as
         the change, so with the default interval of 0 a revoked credential is refused by every worker
@@ -74,6 +77,7 @@ class AuthState:
             self.checked_at = now
             if current != self.generation:
                 self.cache.clear()
+                self.memo.reset(current)
                 self.locks = self.ext.active_locks(now_ms())
                 self.generation = current
         return current
@@ -160,6 +164,9 @@ def auth_method() -> str | None:
 def _authenticate() -> Authorization | Response:
     st = state()
     generation = st.refresh()
+    # Read before anything else this request reads: the memo serves this request only answers read
+    # under the same generation.
+    memo.set_request_generation(generation)
     header = request.headers.get("Authorization")
     if header is None or not header.strip():
         return unauthenticated()

@@ -102,6 +102,8 @@ def ensure_service_account(
             if not dry_run:
                 # Tokens only: the password is random and thrown away.
                 users.create_user(username, secrets.token_urlsafe(32))
+                # Running servers may remember that the user did not exist (``memo``).
+                ext.bump_generation()
         if not ext.is_service_account(username):
             report["marked_service_account"] = True
             if not dry_run:

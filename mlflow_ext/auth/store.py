@@ -47,8 +47,9 @@ state_table = Table(
     "mlflow_ext_auth_state",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
-    # Bumped by every revocation, password change, user deletion or lockout: workers that see a new
-    # value drop their credential caches and reload the active lockouts.
+    # Bumped by every revocation, password change, user deletion, lockout, right and (through the
+    # wrapped MLflow store, see ``memo``) every change of users, grants and roles: workers that see a
+    # new value drop their credential caches and memos and reload the active lockouts.
     Column("generation", BigInteger, nullable=False),
     Column("schema_version", Integer, nullable=False),
 )
@@ -301,6 +302,7 @@ class ExtStore:
                     created_by=created_by,
                 )
             )
+            self._bump(conn)
         return True
 
     def revoke_right(self, username: str, right: str, resource: str) -> bool:
@@ -312,6 +314,8 @@ class ExtStore:
                     rights_table.c.resource == resource,
                 )
             )
+            if result.rowcount:
+                self._bump(conn)
         return bool(result.rowcount)
 
     def has_right(self, username: str, right: str, resource: str = "*") -> bool:
