@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.conftest import MLFLOW_ENV_FILE, MLFLOW_PGPASS, SEAWEEDFS_IDENTITIES, TLS_CERT, TLS_KEY
+from tests.infra.conftest import (
+    GOCD_TOKEN_FILE,
+    MLFLOW_ENV_FILE,
+    MLFLOW_PGPASS,
+    SEAWEEDFS_IDENTITIES,
+    TLS_CERT,
+    TLS_KEY,
+)
 
 pytestmark = pytest.mark.usefixtures("converged")
 
@@ -17,6 +24,8 @@ SECRET_FILES = [
     (SEAWEEDFS_IDENTITIES, 0o600, "seaweedfs", "seaweedfs"),
     (TLS_KEY, 0o600, "root", "root"),
     ("/run/mlflow-server/basic_auth.ini", 0o600, "mlflow", "mlflow"),
+    # Written by the role on the server host, outside the generated secrets directory.
+    (GOCD_TOKEN_FILE, 0o600, "root", "root"),
 ]
 
 
@@ -64,7 +73,8 @@ def test_pgpass_holds_the_password_and_the_uris_do_not(host, secrets):
 
 
 def test_no_secret_on_any_command_line(secrets):
-    """Every process's argv, read from /proc, is free of every generated secret."""
+    """Every process's argv, read from /proc, is free of every generated secret and of the service token."""
+    secrets = {**secrets, "gocd_token": Path(GOCD_TOKEN_FILE).read_text(encoding="ascii").strip()}
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:

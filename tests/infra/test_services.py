@@ -116,8 +116,11 @@ def test_env_file_names_come_from_the_registry(host):
 
 def test_resolved_server_settings(host):
     settings = _settings(host)
-    assert settings["MLFLOW_EXT_APP_NAME"] == "basic-auth"
+    assert settings["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth"
     assert settings["MLFLOW_EXT_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
+    assert settings["MLFLOW_EXT_PROTECTED_ALIASES"] == ["production"]
+    assert settings["MLFLOW_EXT_AUDIT_LOG"] == "stderr"
+    assert settings["MLFLOW_EXT_AUTH_TRUSTED_PROXIES"] == ["127.0.0.1", "::1"]
     assert settings["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False
     assert settings["MLFLOW_DISABLE_TELEMETRY"] is True
     assert settings["MLFLOW_EXT_MIGRATE_ON_START"] is False
