@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 import click
 
 from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
-
-env_file_option = click.option(
-    "--env-file",
-    envvar="MLFLOW_EXT_ENV_FILE",
-    type=click.Path(dir_okay=False),
-    help="KEY=value file overlaid on the environment (the same file systemd and compose use).",
-)
-output_option = click.option(
-    "--output",
-    envvar="MLFLOW_EXT_OUTPUT",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
-
-
-def _emit(data: dict[str, Any], output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps(data, sort_keys=True))
-    else:
-        for key, value in data.items():
-            click.echo(f"{key}: {value}")
+from mlflow_ext.commands.options import emit, env_file_option, output_option
 
 
 @click.group("server")
@@ -57,7 +35,7 @@ def migrate(env_file: str | None, output: str) -> None:
     os.environ.update(entrypoint.server_environment(values, environ))
     report = entrypoint.migrate(values)
     if output == "json":
-        _emit(report, output)
+        emit(report, output)
     else:
         for name, part in report.items():
             if name != "changed":
@@ -74,7 +52,7 @@ def migrate(env_file: str | None, output: str) -> None:
 def check(env_file: str | None, output: str) -> None:
     """Validate the environment and show the resolved settings, secrets masked."""
     values = entrypoint.resolve(settings.apply_env_file(env_file))
-    _emit(settings.masked(values), output)
+    emit(settings.masked(values), output)
 
 
 @server_group.command("settings")

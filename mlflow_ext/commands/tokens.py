@@ -17,7 +17,8 @@ import click
 from mlflow_ext import settings
 from mlflow_ext.auth import routes
 from mlflow_ext.auth.tokens import parse_duration
-from mlflow_ext.commands.users import admin_client, client_options, emit, output_option
+from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option
+from mlflow_ext.commands.users import admin_client, client_options
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -137,13 +138,8 @@ def revoke(token_id: int, dry_run: bool, tracking_uri: str, output: str) -> None
     type=click.Choice(["create_experiment", "create_registered_model", "promote"]),
     help="Platform rights (on every model) the account should hold; repeatable.",
 )
-@click.option(
-    "--env-file",
-    envvar="MLFLOW_EXT_ENV_FILE",
-    type=click.Path(dir_okay=False),
-    help="The server's env file (for MLFLOW_EXT_AUTH_DATABASE_URI and PGPASSFILE).",
-)
-@click.option("--dry-run", is_flag=True, envvar="MLFLOW_EXT_DRY_RUN", help="Report, change nothing.")
+@env_file_option
+@dry_run_option
 @output_option
 def ensure_service_account(
     username: str,

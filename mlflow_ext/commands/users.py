@@ -16,17 +16,10 @@ import click
 
 from mlflow_ext.auth import routes
 from mlflow_ext.auth.client import AuthClient
+from mlflow_ext.commands.options import dry_run_option, emit, output_option
 
 USERS_API = "/api/2.0/mlflow/users"
 PERMISSIONS_API = "/api/3.0/mlflow/users/permissions"
-
-output_option = click.option(
-    "--output",
-    envvar="MLFLOW_EXT_OUTPUT",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
 
 
 def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,12 +31,6 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def dry_run_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--dry-run", is_flag=True, envvar="MLFLOW_EXT_DRY_RUN", help="Show the change, make none."
-    )(func)
-
-
 def admin_client(tracking_uri: str) -> AuthClient:
     if os.environ.get("MLFLOW_TRACKING_TOKEN") or (
         os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -52,14 +39,6 @@ def admin_client(tracking_uri: str) -> AuthClient:
     username = os.environ.get("MLFLOW_TRACKING_USERNAME") or click.prompt("Username", err=True)
     password = click.prompt(f"Password for {username}", hide_input=True, err=True)
     return AuthClient(tracking_uri, username, password)
-
-
-def emit(data: dict[str, Any], output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps(data, sort_keys=True))
-    else:
-        for key, value in data.items():
-            click.echo(f"{key}: {value}")
 
 
 def _new_password(username: str) -> str:

@@ -9,17 +9,17 @@ the two servers in small rounds so drift on a noisy box hits both alike. Target:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 
+from tests.support.environ import patched_environ
 from tests.support.services import running_platform
 
 CALLS = int(os.environ.get("BENCH_AUTH_CALLS", "400"))
@@ -29,20 +29,6 @@ NOTE = (
     "validators) on mlflow-ext-auth vs the same platform with MLFLOW_EXT_APP_NAME=none; "
     "target ratio >= 0.83 (token within 1.2x of no-auth)"
 )
-
-
-@contextlib.contextmanager
-def client_env(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _token_env(platform) -> dict[str, str]:
@@ -72,13 +58,13 @@ def _prepare(env: dict[str, str]) -> Callable[[str, int], float]:
     """A timed call per measure, on one client and run (keep-alive, as a training loop has)."""
     from mlflow import MlflowClient
 
-    with client_env(env):
+    with patched_environ(env):
         client = MlflowClient()
         experiment_id = client.create_experiment(f"bench-auth-{uuid.uuid4().hex[:8]}")
         run_id = client.create_run(experiment_id).info.run_id
 
     def call(measure: str, step: int) -> float:
-        with client_env(env):
+        with patched_environ(env):
             start = time.perf_counter()
             if measure == "log_metric":
                 client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
