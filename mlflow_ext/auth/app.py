@@ -10,7 +10,9 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
 3. the validators of the routes we tighten are wrapped (``policy``), and the shared state for
    authentication (``authn``) is built on the same database engine as MLflow's user store;
 4. MLflow's auth store is wrapped so its writes bump the generation counter and its reads on the
-   authorization path are memoised per generation, and runs' experiments are remembered (``memo``).
+   authorization path are memoised per generation, and runs' experiments are remembered (``memo``);
+5. MLflow's FastAPI permission middleware is fronted by a pure-ASGI one (``asgi``) that hands the
+   requests MLflow's middleware would only pass on straight to Flask, without its per-request cost.
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -34,11 +36,11 @@ def create_app() -> Any:
     from mlflow.protos.databricks_pb2 import INVALID_STATE
     from mlflow.server import app as flask_app
 
-    from mlflow_ext.auth import authn, config, policy, routes
+    from mlflow_ext.auth import asgi, authn, config, policy, routes
     from mlflow_ext.auth.audit import AuditLog
     from mlflow_ext.auth.cache import CredentialCache
     from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
-    from mlflow_ext.auth.store import ExtStore
+    from mlflow_ext.auth.store import ExtStore, generation_engine
 
     if auth_module.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
         raise MlflowException(
@@ -50,7 +52,7 @@ def create_app() -> Any:
     routes.register(flask_app, auth_module)
     served = auth_module.create_app(flask_app)
 
-    ext = ExtStore(auth_module.store.engine)
+    ext = ExtStore(auth_module.store.engine, generation_engine(auth_module.store.engine))
     try:
         ext.generation()
     except Exception as exc:
@@ -76,4 +78,5 @@ def create_app() -> Any:
         )
     )
     policy.install(flask_app, auth_module)
+    asgi.install(served, flask_app, auth_module)
     return served

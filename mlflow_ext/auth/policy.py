@@ -236,10 +236,24 @@ def _request_fields(*names: str) -> dict[str, Any]:
     return {name: source.get(name) for name in names if name in source}
 
 
+# The paths whose successful writes the after-request hook audits (besides protected-alias changes).
+_AUDITED_SUFFIXES = (
+    *_GRANT_SUFFIXES,
+    "/mlflow/roles",
+    "/mlflow/users/update-admin",
+    "/mlflow/users/update-password",
+    "/mlflow/users/delete",
+    "/mlflow/users/create",
+)
+
+
 def _after_request(response: Response) -> Response:
     if response.status_code >= 400 or request.method == "GET":
         return response
     path = request.path
+    change = g.get(_MEMO)
+    if not change and not path.endswith(_AUDITED_SUFFIXES) and "/mlflow/roles/" not in path:
+        return response  # nothing to audit or bump (tracking calls): skip the rest
     result = g.get("_mlflow_ext_authorization")
     actor = getattr(result, "username", None)
     if not actor:
@@ -277,7 +291,6 @@ def _after_request(response: Response) -> Response:
         st.audit.record("user.deleted", actor=actor, address=address, **fields)
     elif path.endswith("/mlflow/users/create"):
         st.audit.record("user.created", actor=actor, address=address, **_request_fields("username"))
-    change = g.get(_MEMO)
     if change:
         st.audit.record("alias.protected_changed", actor=actor, address=address, **change)
     return response

@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from mlflow_ext.auth import tokens as token_format
 
@@ -184,20 +185,59 @@ def migrate(engine: Engine) -> dict[str, Any]:
     }
 
 
+# Read on every request (``authn.AuthState.refresh``): built once, compiled once.
+_GENERATION_QUERY = select(state_table.c.generation).where(state_table.c.id == 1)
+
+
+def generation_engine(engine: Engine) -> Engine:
+    """A pool of its own for the per-request generation read, without pre-ping.
+
+    MLflow's engines ping every connection they hand out (``pool_pre_ping``): one more round trip to
+    the database per checkout. The generation read is a single primary-key read, so a connection that
+    went stale is noticed by the read itself and retried once (``ExtStore.generation``). Only for
+    PostgreSQL, whose connection options all live in the URL; other databases keep the given engine.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import QueuePool
+
+    pool = engine.pool
+    options: dict[str, Any] = {"poolclass": type(pool), "pool_recycle": pool._recycle}
+    if isinstance(pool, QueuePool):
+        options |= {"pool_size": pool.size(), "max_overflow": pool._max_overflow}
+    return create_engine(engine.url, pool_pre_ping=False, **options)
+
+
 class ExtStore:
     """Queries on the mlflow_ext_* tables. Each method is one short transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, generation_engine: Engine | None = None) -> None:
         self.engine = engine
+        self._generation_engine = generation_engine or engine
 
     # --- generation -----------------------------------------------------------------------------
 
     def generation(self) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(select(state_table.c.generation).where(state_table.c.id == 1)).scalar()
+        """The counter, read from the database now (never from a cache).
+
+        A connection that the database or the network dropped while idle in the pool fails here with
+        an invalidated connection; the read is then retried once on a fresh one. Any other error, or a
+        second failure, is raised: the request is refused rather than served on a stale generation.
+        """
+        try:
+            value = self._read_generation()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            value = self._read_generation()
         if value is None:
             raise RuntimeError("mlflow_ext auth tables are missing: run `mlflow-ext server migrate`")
         return int(value)
+
+    def _read_generation(self) -> Any:
+        with self._generation_engine.connect() as conn:
+            return conn.execute(_GENERATION_QUERY).scalar()
 
     @staticmethod
     def _bump(conn: Connection) -> None:
