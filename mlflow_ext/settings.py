@@ -237,6 +237,11 @@ SETTINGS: tuple[Setting, ...] = (
         "mlflow.example.com,mlflow.example.com:*,localhost,localhost:*",
     ),
     Setting(
+        "FORWARDED_ALLOW_IPS",
+        "Proxies whose X-Forwarded-* headers uvicorn trusts (unset: 127.0.0.1); set when nginx is remote.",
+        "10.0.0.5",
+    ),
+    Setting(
         "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS",
         "Origins allowed to call the API from a browser.",
         "https://mlflow.example.com",
