@@ -274,6 +274,17 @@ def _right_request(username: str, right: str, model: str | None) -> dict[str, An
 right_choice = click.Choice(["create_experiment", "create_registered_model", "promote"])
 
 
+def _change_right(
+    route: str, username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
+) -> None:
+    request = _right_request(username, right, model)
+    if dry_run:
+        emit({"changed": True, "dry_run": True, **request}, output)
+        return
+    answer = admin_client(tracking_uri).call("POST", route, request)
+    emit({**answer, **request}, output)
+
+
 @grant_group.command("right")
 @click.argument("username")
 @click.argument("right", type=right_choice)
@@ -285,12 +296,7 @@ def grant_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
 ) -> None:
     """Grant a platform right: create_experiment, create_registered_model, or promote."""
-    request = _right_request(username, right, model)
-    if dry_run:
-        emit({"changed": True, "dry_run": True, **request}, output)
-        return
-    answer = admin_client(tracking_uri).call("POST", routes.RIGHTS_GRANT, request)
-    emit({**answer, **request}, output)
+    _change_right(routes.RIGHTS_GRANT, username, right, model, dry_run, tracking_uri, output)
 
 
 @grant_group.command("revoke-right")
@@ -304,12 +310,7 @@ def revoke_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
 ) -> None:
     """Revoke a platform right."""
-    request = _right_request(username, right, model)
-    if dry_run:
-        emit({"changed": True, "dry_run": True, **request}, output)
-        return
-    answer = admin_client(tracking_uri).call("POST", routes.RIGHTS_REVOKE, request)
-    emit({**answer, **request}, output)
+    _change_right(routes.RIGHTS_REVOKE, username, right, model, dry_run, tracking_uri, output)
 
 
 @grant_group.command("rights")
