@@ -188,38 +188,32 @@ def _right_params() -> tuple[str, str, str]:
     return username, right, resource
 
 
+def _answer_right_change(event: str, changed: bool, username: str, right: str, resource: str) -> Any:
+    if changed:
+        authn.state().audit.record(
+            event,
+            actor=_sender(),
+            address=authn.current_address(),
+            user=username,
+            right=right,
+            resource=resource,
+        )
+    return jsonify({"changed": changed})
+
+
 def grant_right() -> Any:
     st = authn.state()
     username, right, resource = _right_params()
     if not st.users.has_user(username):
         raise MlflowException(f"User {username!r} does not exist.", RESOURCE_DOES_NOT_EXIST)
     changed = st.ext.grant_right(username, right, resource, _sender())
-    if changed:
-        st.audit.record(
-            "right.granted",
-            actor=_sender(),
-            address=authn.current_address(),
-            user=username,
-            right=right,
-            resource=resource,
-        )
-    return jsonify({"changed": changed})
+    return _answer_right_change("right.granted", changed, username, right, resource)
 
 
 def revoke_right() -> Any:
-    st = authn.state()
     username, right, resource = _right_params()
-    changed = st.ext.revoke_right(username, right, resource)
-    if changed:
-        st.audit.record(
-            "right.revoked",
-            actor=_sender(),
-            address=authn.current_address(),
-            user=username,
-            right=right,
-            resource=resource,
-        )
-    return jsonify({"changed": changed})
+    changed = authn.state().ext.revoke_right(username, right, resource)
+    return _answer_right_change("right.revoked", changed, username, right, resource)
 
 
 def list_rights() -> Any:

@@ -285,13 +285,23 @@ def _change_right(
     emit({**answer, **request}, output)
 
 
+def _right_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    for decorate in reversed(
+        (
+            click.argument("username"),
+            click.argument("right", type=right_choice),
+            click.option("--model", help="For promote: the registered model (default: every model)."),
+            dry_run_option,
+            client_options,
+            output_option,
+        )
+    ):
+        func = decorate(func)
+    return func
+
+
 @grant_group.command("right")
-@click.argument("username")
-@click.argument("right", type=right_choice)
-@click.option("--model", help="For promote: the registered model (default: every model).")
-@dry_run_option
-@client_options
-@output_option
+@_right_arguments
 def grant_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
 ) -> None:
@@ -300,12 +310,7 @@ def grant_right(
 
 
 @grant_group.command("revoke-right")
-@click.argument("username")
-@click.argument("right", type=right_choice)
-@click.option("--model", help="For promote: the registered model (default: every model).")
-@dry_run_option
-@client_options
-@output_option
+@_right_arguments
 def revoke_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
 ) -> None:
