@@ -17,6 +17,7 @@ import pytest
 from mlflow_ext import run_context as rc
 from mlflow_ext.data import DataError, fingerprint
 from mlflow_ext.lineage import MISSING
+from tests.support.gitrepo import committed_repo, git
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +90,6 @@ def base_env(platform) -> dict[str, str]:
     return {**env, "MLFLOW_DISABLE_TELEMETRY": "true", **platform.client_env()}
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
 def inspect(platform, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(VENV_BIN / "mlflow-ext"), "inspect", *args],
@@ -118,16 +115,12 @@ def parquet_bytes(rows: int) -> bytes:
 @pytest.fixture(scope="module")
 def trained(platform, tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("lineage")
-    repo = base / "churn"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "dev@example.com")
-    git(repo, "config", "user.name", "Dev")
-    git(repo, "remote", "add", "origin", "https://bot:token@git.example.com/ml/churn.git")
-    (repo / "train.py").write_text(TRAIN)
-    (repo / "params.yaml").write_text("C: 1.0\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "train churn")
+    repo = committed_repo(
+        base / "churn",
+        {"train.py": TRAIN, "params.yaml": "C: 1.0\n"},
+        "https://bot:token@git.example.com/ml/churn.git",
+        "train churn",
+    )
     (repo / "params.yaml").write_text("C: 0.5\n")  # uncommitted: the run is dirty
 
     train_dir = base / "train"

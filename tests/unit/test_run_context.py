@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from mlflow_ext import run_context as rc
+from tests.support.gitrepo import committed_repo, git
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,10 +58,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A SQLite tracking store and an experiment whose artifacts live outside any repository."""
@@ -75,17 +72,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.email", "dev@example.com")
-    git(path, "config", "user.name", "Dev")
-    git(path, "remote", "add", "origin", "https://ci-bot:s3cr3t@git.example.com/ml/churn.git")
-    (path / "train.py").write_text(TRAIN)
-    (path / "features.py").write_text("FEATURES = ['tenure', 'plan']\n")
-    git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
+    return committed_repo(
+        tmp_path / "project",
+        {"train.py": TRAIN, "features.py": "FEATURES = ['tenure', 'plan']\n"},
+        "https://ci-bot:s3cr3t@git.example.com/ml/churn.git",
+    )
 
 
 def train(directory: Path, store: dict[str, str], runs: int = 1, **env: str) -> tuple[list[str], str]:
