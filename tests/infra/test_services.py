@@ -74,6 +74,12 @@ def test_server_runs_as_its_own_user(host):
     assert not [p for p in host.process.filter(user="root") if "/opt/mlflow/venv" in p.args]
 
 
+def test_server_does_not_run_in_the_callers_directory(host):
+    # A server started in the directory of whoever ran the playbook breaks (500s) once it is deleted.
+    pid = host.check_output("pgrep -o -u mlflow -f 'mlflow server'")
+    assert host.check_output(f"readlink /proc/{pid}/cwd") == "/"
+
+
 def test_unit_is_hardened(host):
     unit = host.file(MLFLOW_UNIT)
     lines = set(unit.content_string.splitlines())
@@ -90,6 +96,7 @@ def test_unit_is_hardened(host):
         "StateDirectory=mlflow-server",
         "ReadWritePaths=/var/lib/mlflow-server",
         "Environment=TMPDIR=/var/lib/mlflow-server/tmp",
+        "WorkingDirectory=/",
     ]:
         assert expected in lines, expected
     after = next(line for line in lines if line.startswith("After=")).split("=", 1)[1].split()
