@@ -1,0 +1,1 @@
+"""GoCD: the REST client the bridge schedules with, and the generator of YAML config-repo pipelines."""
