@@ -297,6 +297,29 @@ SETTINGS: tuple[Setting, ...] = (
         parse=_fernet_key,
         secret=True,
     ),
+    Setting(
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES",
+        "URL schemes a webhook may use; http,https lets the server deliver to a receiver on loopback "
+        "(the GoCD bridge).",
+        "http,https",
+        parse=_subset("http", "https"),
+        default="https",
+    ),
+    Setting(
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS",
+        "Let webhooks reach loopback and private addresses (MLflow's SSRF guard); true for a bridge on "
+        "the same host or network.",
+        "true",
+        parse=_boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_WEBHOOK_CACHE_TTL",
+        "Seconds each worker caches the list of webhooks; a new or changed webhook fires after at most this.",
+        "5",
+        parse=_integer(1),
+        default="60",
+    ),
     # --- auth ---
     Setting(
         "MLFLOW_EXT_APP_NAME",
