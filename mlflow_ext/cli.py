@@ -18,16 +18,22 @@ def main() -> None:
 
 
 # Commands are registered here, one module per concern.
+from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
 from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
+from mlflow_ext.commands.promote import promote_command, report_command, rollback_command  # noqa: E402
 from mlflow_ext.commands.server import server_group  # noqa: E402
 from mlflow_ext.commands.tokens import tokens_group  # noqa: E402
 from mlflow_ext.commands.users import grant_group, users_group  # noqa: E402
 
 main.add_command(server_group)
 main.add_command(inspect_command)
+main.add_command(promote_command)
+main.add_command(rollback_command)
+main.add_command(report_command)
 main.add_command(tokens_group)
 main.add_command(users_group)
 main.add_command(grant_group)
+main.add_command(gocd_group)
 
 
 def run() -> None:

@@ -145,6 +145,21 @@ def _audit_destination(value: str) -> str:
     return value
 
 
+def _policy_file(value: str) -> str | None:
+    """An absolute path to a promotion policy that loads; the problem (file, entry) in the error."""
+    if not value:
+        return None
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute file path")
+    from mlflow_ext.promotion.policy import load
+
+    try:
+        load(value)
+    except ConfigError as exc:
+        raise ValueError(f"is not a usable policy: {exc}") from None
+    return value
+
+
 def _workers(value: str) -> int:
     return _integer(1)(value)
 
@@ -373,6 +388,13 @@ SETTINGS: tuple[Setting, ...] = (
         "production,staging",
         parse=_alias_names,
         default="production",
+    ),
+    Setting(
+        "MLFLOW_EXT_PROMOTION_POLICY",
+        "Promotion policy file (YAML, docs/promotion.md): gates a version must pass before a protected alias "
+        "moves to it, even through the REST API. Unset: only the promote right is checked.",
+        "/etc/mlflow/promotion-policy.yaml",
+        parse=_policy_file,
     ),
     Setting(
         "MLFLOW_EXT_AUTH_LOCKOUT_USER_FAILURES",

@@ -15,6 +15,7 @@ AUTH_SETTINGS = (
     "MLFLOW_EXT_AUTH_REVOCATION_CHECK_SECONDS",
     "MLFLOW_EXT_AUTH_OPEN_CREATE",
     "MLFLOW_EXT_PROTECTED_ALIASES",
+    "MLFLOW_EXT_PROMOTION_POLICY",
     "MLFLOW_EXT_AUTH_LOCKOUT_USER_FAILURES",
     "MLFLOW_EXT_AUTH_LOCKOUT_ADDRESS_FAILURES",
     "MLFLOW_EXT_AUTH_LOCKOUT_WINDOW_SECONDS",
@@ -32,6 +33,7 @@ class AuthSettings:
     revocation_check_seconds: int
     open_create: tuple[str, ...]
     protected_aliases: tuple[str, ...]
+    promotion_policy: str | None
     lockout_user_failures: int
     lockout_address_failures: int
     lockout_window_seconds: int
@@ -65,6 +67,7 @@ def load(environ: Mapping[str, str]) -> AuthSettings:
         revocation_check_seconds=v["MLFLOW_EXT_AUTH_REVOCATION_CHECK_SECONDS"],
         open_create=v["MLFLOW_EXT_AUTH_OPEN_CREATE"],
         protected_aliases=v["MLFLOW_EXT_PROTECTED_ALIASES"],
+        promotion_policy=v["MLFLOW_EXT_PROMOTION_POLICY"],
         lockout_user_failures=v["MLFLOW_EXT_AUTH_LOCKOUT_USER_FAILURES"],
         lockout_address_failures=v["MLFLOW_EXT_AUTH_LOCKOUT_ADDRESS_FAILURES"],
         lockout_window_seconds=v["MLFLOW_EXT_AUTH_LOCKOUT_WINDOW_SECONDS"],

@@ -11,7 +11,9 @@ tightens, so every route still has exactly one authorization decision and MLflow
 - list users: admins only (MLflow lets any user list every account).
 - protected aliases (``MLFLOW_EXT_PROTECTED_ALIASES``, compared case-insensitively): setting, moving or
   deleting one, and deleting or renaming a model or version that carries one, needs the ``promote``
-  right on that model (or on ``*``) on top of MLflow's EDIT/MANAGE check.
+  right on that model (or on ``*``) on top of MLflow's EDIT/MANAGE check. Setting or moving one also
+  passes the promotion gates of ``MLFLOW_EXT_PROMOTION_POLICY`` and leaves the promotion audit tags on
+  the version (mlflow_ext.promotion.enforce), for admins too.
 
 Denials raise ``MlflowException(PERMISSION_DENIED)``; MLflow's hook turns them into a 403 whose message
 names the missing right. An after-request hook audits grant and protected-alias changes, bumps the
@@ -28,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
 from mlflow_ext.auth import authn
+from mlflow_ext.promotion import enforce as promotion
 
 _ALIAS_SUFFIX = "/mlflow/registered-models/alias"
 _DELETE_VERSION_SUFFIX = "/mlflow/model-versions/delete"
@@ -218,16 +221,25 @@ def wrap_validators(auth_module: Any) -> dict[str, int]:
     return counts
 
 
-def _before_request() -> None:
-    """After MLflow's hook: note protected-alias changes of admins too, for the audit."""
+def _before_request() -> Response | None:
+    """After MLflow's hook: note protected-alias changes of admins too, for the audit; gate and tag
+    the version a protected alias is set to (everyone, admins included)."""
     from mlflow.server.auth import is_unprotected_route
 
     if is_unprotected_route(request.path) or request.method not in ("POST", "DELETE"):
-        return
+        return None
     if request.path.endswith(
         (_ALIAS_SUFFIX, _DELETE_VERSION_SUFFIX, _DELETE_MODEL_SUFFIX, _RENAME_MODEL_SUFFIX)
     ):
-        protected_change()
+        change = protected_change()
+        if change is not None and change["action"] == "set":
+            try:
+                promotion.check(change, _username())
+            except MlflowException as exc:
+                return Response(
+                    exc.serialize_as_json(), status=exc.get_http_status_code(), mimetype="application/json"
+                )
+    return None
 
 
 def _request_fields(*names: str) -> dict[str, Any]:
@@ -248,6 +260,7 @@ _AUDITED_SUFFIXES = (
 
 
 def _after_request(response: Response) -> Response:
+    promotion.after_request(response.status_code)
     if response.status_code >= 400 or request.method == "GET":
         return response
     path = request.path
@@ -298,6 +311,7 @@ def _after_request(response: Response) -> Response:
 
 def install(flask_app: Flask, auth_module: Any) -> dict[str, int]:
     counts = wrap_validators(auth_module)
+    promotion.configure(authn.state().settings.promotion_policy)
     flask_app.before_request(_before_request)
     flask_app.after_request(_after_request)
     return counts

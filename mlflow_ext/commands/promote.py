@@ -1,0 +1,164 @@
+"""`mlflow-ext promote`, `mlflow-ext rollback` and `mlflow-ext report` (docs/promotion.md).
+
+Credentials as for every MLflow client: ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_TOKEN`` or
+``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``. A refused promotion exits with
+PromotionRejected's code (4); with ``--output json`` its gates are printed first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mlflow_ext.commands.options import dry_run_option, emit, output_option
+from mlflow_ext.promotion import policy as policy_file
+from mlflow_ext.promotion import promote as library
+from mlflow_ext.promotion.promote import Outcome, PromotionRejectedWithResult
+
+
+def tracking_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="The MLflow server (credentials: MLFLOW_TRACKING_TOKEN or USERNAME/PASSWORD).",
+    )(func)
+
+
+def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--policy",
+        "policy_path",
+        envvar="MLFLOW_EXT_PROMOTION_POLICY",
+        type=click.Path(dir_okay=False),
+        help="Promotion policy file (YAML). Default: require the code revision and a training-data "
+        "fingerprint, no metric gates.",
+    )(func)
+
+
+def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--reason", envvar="MLFLOW_EXT_PROMOTION_REASON", help="Why: recorded as promotion.reason."
+    )(func)
+
+
+def _show(outcome: Outcome, output: str) -> None:
+    if output == "json":
+        emit(outcome.to_dict(), output)
+        return
+    for gate in outcome.gates:
+        click.echo(f"[{gate.status:>7}] {gate.gate}: {gate.found}")
+    if outcome.gates:
+        click.echo(f"policy: {outcome.policy}")
+    if outcome.dry_run and outcome.changed:
+        click.echo(f"dry run: {outcome.message}; tags it would set:")
+        for key, value in outcome.tags.items():
+            click.echo(f"  {key} = {value if value is not None else '(removed)'}")
+    elif not outcome.refused:
+        click.echo(outcome.message)
+
+
+def _run(action: Callable[[], Outcome], output: str) -> None:
+    try:
+        outcome = action()
+    except PromotionRejectedWithResult as exc:
+        _show(exc.outcome, output)  # the gates on stdout; the message and exit code from the CLI's handler
+        raise
+    _show(outcome, output)
+
+
+@click.command("promote")
+@click.argument("model")
+@click.argument("version")
+@click.option("--to", "alias", required=True, help="The alias to move to VERSION, e.g. production.")
+@reason_option
+@policy_option
+@dry_run_option
+@tracking_option
+@output_option
+def promote_command(
+    model: str,
+    version: str,
+    alias: str,
+    reason: str | None,
+    policy_path: str | None,
+    dry_run: bool,
+    tracking_uri: str | None,
+    output: str,
+) -> None:
+    """Point ALIAS of MODEL at VERSION once every gate passes, leaving promotion.* audit tags."""
+    policy = policy_file.load_optional(policy_path)
+    _run(
+        lambda: library.promote(
+            model, version, alias, reason=reason, policy=policy, dry_run=dry_run, tracking_uri=tracking_uri
+        ),
+        output,
+    )
+
+
+@click.command("rollback")
+@click.argument("model")
+@click.option("--alias", required=True, help="The alias to move back, e.g. production.")
+@reason_option
+@policy_option
+@dry_run_option
+@tracking_option
+@output_option
+def rollback_command(
+    model: str,
+    alias: str,
+    reason: str | None,
+    policy_path: str | None,
+    dry_run: bool,
+    tracking_uri: str | None,
+    output: str,
+) -> None:
+    """Move ALIAS of MODEL back to the version it held before (relative gates skipped)."""
+    policy = policy_file.load_optional(policy_path)
+    _run(
+        lambda: library.rollback(
+            model, alias, reason=reason, policy=policy, dry_run=dry_run, tracking_uri=tracking_uri
+        ),
+        output,
+    )
+
+
+@click.command("report")
+@click.option("--model", envvar="MLFLOW_MODEL_NAME", required=True, help="Registered model name.")
+@click.option("--version", envvar="MLFLOW_MODEL_VERSION", required=True, help="Model version.")
+@click.option("--status", type=click.Choice(library.DEPLOY_STATUSES), required=True)
+@click.option("--stage", help="The stage that ran (default: GO_STAGE_NAME).")
+@click.option("--message", help="What happened, recorded as deploy.message.")
+@dry_run_option
+@tracking_option
+@output_option
+def report_command(
+    model: str,
+    version: str,
+    status: str,
+    stage: str | None,
+    message: str | None,
+    dry_run: bool,
+    tracking_uri: str | None,
+    output: str,
+) -> None:
+    """Record a deployment's outcome on the version (deploy.* tags, with the GoCD pipeline and link)."""
+    result = library.report(
+        model,
+        version,
+        status,
+        stage=stage,
+        message=message,
+        environ=os.environ,
+        dry_run=dry_run,
+        tracking_uri=tracking_uri,
+    )
+    if output == "json":
+        emit(result, output)
+        return
+    verb = "would record" if dry_run else "recorded"
+    click.echo(f"{verb} {status} on {model!r} version {version}")
+    for key, value in result["tags"].items():
+        click.echo(f"  {key} = {value}")

@@ -1,0 +1,1 @@
+"""Promotion: gates, audit tags, rollback and deployment reports (docs/promotion.md)."""

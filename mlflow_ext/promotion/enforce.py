@@ -1,0 +1,182 @@
+"""Promotion gates and audit tags inside the mlflow-ext-auth app, for protected aliases.
+
+Called by mlflow_ext.auth.policy for every request that sets or moves a protected alias, after
+MLflow's authentication and the promote-right check (and for admins too, who skip validators):
+
+1. With ``MLFLOW_EXT_PROMOTION_POLICY`` set, the version must pass the policy's gates for that model
+   and alias, exactly as ``mlflow-ext promote`` checks them; otherwise the request is refused with
+   ``MlflowException(PERMISSION_DENIED)`` (HTTP 403) whose message names every failed gate and what it
+   found. A move back to the version the holder replaced (its ``promotion.from_version``) is a
+   rollback: relative gates are skipped. Without the setting no gate applies.
+2. The audit tags: when the version's ``promotion.*`` tags already describe this move (same alias,
+   same previous holder, written in the last ten minutes, as ``mlflow-ext promote`` leaves them) they
+   are kept, ``promotion.by`` corrected to the authenticated user; otherwise the server writes them
+   (without a reason). Either way they are in place before the handler moves the alias, and they are
+   restored by the after-request hook when the handler fails.
+
+Prompts (registered models tagged ``mlflow.prompt.is_prompt``) have no runs: gates skip them.
+The policy file is read when the app is created and again whenever its modification time changes;
+a file that has become invalid refuses protected-alias moves (fail closed) until it is fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from mlflow_ext.errors import ConfigError
+from mlflow_ext.promotion import audit
+from mlflow_ext.promotion.gates import StoreReader, evaluate, failed, read_holder, read_version, refusal
+from mlflow_ext.promotion.policy import Policy, load
+
+_RESTORE = "_mlflow_ext_promotion_restore"
+
+
+class PolicyFile:
+    """The configured policy, reloaded when the file changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._policy: Policy | None = None
+        self._error: str | None = None
+        self.get()  # a bad file fails the app's start with ConfigError
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            info = os.stat(self.path)
+        except OSError as exc:
+            raise ConfigError(f"promotion policy {self.path}: cannot read: {exc.strerror or exc}") from None
+        return info.st_mtime_ns, info.st_size
+
+    def get(self) -> Policy:
+        with self._lock:
+            try:
+                stamp = self._stat()
+                if stamp != self._stamp:
+                    self._policy, self._error, self._stamp = load(self.path), None, stamp
+            except ConfigError as exc:
+                self._error = str(exc)
+                self._stamp = None
+                if self._policy is None:
+                    raise
+            if self._error is not None:
+                raise ConfigError(self._error)
+            assert self._policy is not None
+            return self._policy
+
+
+_policy_file: PolicyFile | None = None
+
+
+def configure(path: str | None) -> None:
+    """Called once when the app is created. Raises ConfigError when the file is invalid."""
+    global _policy_file
+    _policy_file = PolicyFile(path) if path else None
+
+
+def configured_policy() -> Policy | None:
+    return _policy_file.get() if _policy_file is not None else None
+
+
+def _reader() -> StoreReader:
+    from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
+
+    return StoreReader(_get_model_registry_store(), _get_tracking_store())
+
+
+def _is_prompt(reader: StoreReader, name: str) -> bool:
+    model = reader.registry.get_registered_model(name)
+    return bool(model._is_prompt())
+
+
+def check(change: dict[str, Any], username: str) -> None:
+    """Gate and tag one protected-alias ``set``; raises MlflowException to refuse it."""
+    from flask import g
+    from mlflow.entities.model_registry import ModelVersionTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_STATE, PERMISSION_DENIED
+
+    if change.get("action") != "set":
+        return
+    name, version, alias = str(change["name"]), str(change.get("version")), str(change["aliases"][0])
+    reader = _reader()
+    try:
+        if _is_prompt(reader, name):
+            return
+        candidate = read_version(reader, name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return  # the handler gives its own answer
+        raise
+    holder = read_holder(reader, name, alias)
+    if holder is not None and holder.version == candidate.version:
+        return  # the alias does not move
+    rollback = audit.is_rollback(holder.version_tags if holder else None, version, alias)
+    try:
+        policy = configured_policy()
+    except ConfigError as exc:
+        raise MlflowException(f"promotion gates unavailable: {exc}", INVALID_STATE) from None
+    if policy is not None:
+        rules = policy.rules_for(name, alias)
+        results = evaluate(rules, candidate, holder, alias, rollback=rollback)
+        if failed(results):
+            _audit_refusal(username, name, version, alias, [r.gate for r in failed(results)])
+            raise MlflowException(refusal(name, version, alias, results, rules.source), PERMISSION_DENIED)
+
+    from_version = holder.version if holder is not None else None
+    current = dict(candidate.version_tags)
+    if audit.describes(current, alias, from_version):
+        wanted: dict[str, str | None] = {audit.PROMOTION_BY: username}
+    else:
+        wanted = audit.tags_for(
+            by=username, alias=alias, from_version=from_version, reason=None, rollback=rollback
+        )
+    registry = reader.registry
+    before = audit.snapshot(current)
+    changed = False
+    for key, value in wanted.items():
+        if value is None:
+            if key in current:
+                registry.delete_model_version_tag(name, version, key)
+                changed = True
+        elif current.get(key) != value:
+            registry.set_model_version_tag(name, version, ModelVersionTag(key, value))
+            changed = True
+    if changed:
+        setattr(g, _RESTORE, (name, version, before))
+
+
+def _audit_refusal(username: str, name: str, version: str, alias: str, gates: list[str]) -> None:
+    from mlflow_ext.auth import authn
+
+    authn.state().audit.record(
+        "alias.promotion_refused",
+        actor=username,
+        address=authn.current_address(),
+        name=name,
+        version=version,
+        alias=alias,
+        gates=gates,
+    )
+
+
+def after_request(status_code: int) -> None:
+    """Restore the audit tags this request wrote when the alias did not move after all."""
+    from flask import g
+    from mlflow.entities.model_registry import ModelVersionTag
+
+    pending = g.pop(_RESTORE, None)
+    if pending is None or status_code < 400:
+        return
+    name, version, before = pending
+    registry = _reader().registry
+    current = dict(registry.get_model_version(name, version).tags or {})
+    for key, value in before.items():
+        if value is None:
+            if key in current:
+                registry.delete_model_version_tag(name, version, key)
+        elif current.get(key) != value:
+            registry.set_model_version_tag(name, version, ModelVersionTag(key, value))
