@@ -19,7 +19,6 @@ def main() -> None:
 
 # Commands are registered here, one module per concern.
 from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
-from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
 from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
 from mlflow_ext.commands.promote import promote_command, report_command, rollback_command  # noqa: E402
 from mlflow_ext.commands.server import server_group  # noqa: E402
@@ -34,7 +33,6 @@ main.add_command(report_command)
 main.add_command(tokens_group)
 main.add_command(users_group)
 main.add_command(grant_group)
-main.add_command(gocd_group)
 main.add_command(gocd_group)
 
 
