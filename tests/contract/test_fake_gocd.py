@@ -16,6 +16,7 @@ import base64
 import http.client
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -97,6 +98,16 @@ def test_wrong_accept_version_method_or_path_is_not_found(gocd, method, path, ac
     body = {} if method == "POST" else None
     assert call(gocd, method, path, accept=accept, body=body) == (404, {"message": WRONG_URL})
     assert gocd.schedules() == []
+
+
+def test_answers_carry_the_versioned_media_type(gocd):
+    connection = http.client.HTTPConnection("127.0.0.1", gocd.port, timeout=5)
+    headers = {"Accept": V1, "Authorization": f"bearer {TOKEN}"}
+    connection.request("GET", "/go/api/pipelines/iris-release/status", headers=headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    assert response.getheader("Content-Type") == f"{V1}; charset=utf-8"
 
 
 def test_the_unversioned_media_type_means_latest(gocd):
@@ -188,7 +199,11 @@ def test_schedule_accepts_declared_variables_including_secure_ones(gocd):
 
 
 def test_unknown_pipeline_is_not_found(gocd):
-    assert schedule(gocd, "nope") == (404, {"message": "Pipeline with name 'nope' was not found!"})
+    assert schedule(gocd, "nope") == (404, {"message": "Pipeline 'nope' not found."})
+    assert call(gocd, "POST", "/go/api/pipelines/nope/unpause", confirm=True) == (
+        404,
+        {"message": "Pipeline 'nope' not found."},
+    )
     for path in (
         "/go/api/pipelines/nope/status",
         "/go/api/pipelines/nope/history",
@@ -243,6 +258,26 @@ def test_paused_pipeline_conflicts(gocd):
     message = "Failed to trigger pipeline [iris-release] { Pipeline iris-release is paused }"
     assert schedule(gocd) == (409, {"message": message})
     assert gocd.schedules() == []
+
+
+def test_a_queued_trigger_conflicts_until_gocd_has_created_its_instance():
+    with FakeGoCD(trigger_seconds=0.4) as fake:
+        fake.add_pipeline("p")
+        fake.add_pipeline("q")
+        path = "/go/api/pipelines/{}/schedule"
+        assert call(fake, "POST", path.format("p"), body={})[0] == 202
+        assert call(fake, "POST", path.format("p"), body={}) == (
+            409,
+            {"message": "Failed to trigger pipeline: p { Pipeline already triggered }"},
+        )
+        assert call(fake, "POST", path.format("q"), body={})[0] == 202  # other pipelines are not blocked
+        assert call(fake, "GET", "/go/api/pipelines/p/history")[1]["pipelines"] == []
+        assert call(fake, "GET", "/go/api/pipelines/p/1")[0] == 404
+        fake.wait_for_schedules(1, "p")
+        time.sleep(0.5)
+        assert [i["counter"] for i in call(fake, "GET", "/go/api/pipelines/p/history")[1]["pipelines"]] == [1]
+        assert call(fake, "POST", path.format("p"), body={})[0] == 202
+        assert [s.counter for s in fake.schedules("p")] == [1, 2]
 
 
 def test_counters_increase_per_pipeline(gocd):

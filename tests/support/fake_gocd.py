@@ -33,6 +33,7 @@ WRONG_URL = "The url you are trying to reach appears to be incorrect."
 NOT_AUTHENTICATED = "You are not authenticated!"
 CONFIRM_MISSING = "Missing required header 'X-GoCD-Confirm' with value 'true'"
 JSON_EXPECTED = "You must specify a 'Content-Type' of 'application/json'"
+NOT_FOUND = "Pipeline '{}' not found."  # schedule, pause, unpause; the read endpoints word it differently
 # GoCD since 19.8 serves the newest version for this unversioned media type.
 LATEST = "application/vnd.go.cd+json"
 
@@ -60,6 +61,12 @@ class _Pipeline:
     paused_cause: str = ""
     paused_by: str = ""
     instances: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    ready_at: list[float] = field(default_factory=list)  # when each instance leaves GoCD's trigger queue
+
+    def ready(self) -> list[dict[str, Any]]:
+        """The instances GoCD has created: a trigger still queued has no instance in the API yet."""
+        now = time.monotonic()
+        return [i for i, at in zip(self.instances, self.ready_at, strict=True) if at <= now]
 
 
 class _Reply(Exception):
@@ -98,9 +105,20 @@ class FakeGoCD:
 
     ``tokens`` maps bearer tokens to user names, ``users`` basic-auth user names to passwords. With
     neither, security is off as on a fresh GoCD server: requests are served as ``anonymous``.
+
+    ``trigger_seconds`` is how long an accepted trigger waits in GoCD's queue (material update, then
+    the scheduler) before its instance exists. Meanwhile GoCD answers 409 "already triggered" to any
+    other trigger of that pipeline, and history does not show the instance yet. The default 0 makes
+    triggers instant; set it to test clients against that 409.
     """
 
-    def __init__(self, tokens: dict[str, str] | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tokens: dict[str, str] | None = None,
+        users: dict[str, str] | None = None,
+        trigger_seconds: float = 0.0,
+    ) -> None:
+        self.trigger_seconds = trigger_seconds
         self._tokens = dict(tokens or {})
         self._users = dict(users or {})
         self._lock = threading.RLock()
@@ -236,22 +254,24 @@ class FakeGoCD:
 
     def _handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
-    ) -> tuple[int, Any]:
-        """One API call: (status, JSON body). Checks run in GoCD's order: auth, route and version,
-        content type or confirmation, then the endpoint."""
+    ) -> tuple[int, Any, str]:
+        """One API call: (status, JSON body, media type). Checks run in GoCD's order: auth, route and
+        version, content type or confirmation, then the endpoint."""
+        media = "application/json"
         with self._lock:
             if self._failures:
                 status = self._failures.pop(0)
-                return status, {"message": f"Fake GoCD answered {status} as asked."}
+                return status, {"message": f"Fake GoCD answered {status} as asked."}, media
         try:
             user = self._authenticate(headers.get("authorization"))
             route, params = _route(method, urlsplit(target).path, headers.get("accept", ""))
+            media = f"application/vnd.go.cd.v{route.version}+json"
             data = _read_body(headers, body) if method == "POST" else None
             query = {k: v[-1] for k, v in parse_qs(urlsplit(target).query).items()}
             action: Callable[..., tuple[int, Any]] = getattr(self, f"_{route.action}")
-            return action(user=user, data=data, query=query, **params)
+            return (*action(user=user, data=data, query=query, **params), media)
         except _Reply as reply:
-            return reply.status, {"message": reply.message}
+            return reply.status, {"message": reply.message}, media
 
     def _authenticate(self, header: str | None) -> str:
         if not self._tokens and not self._users:
@@ -271,16 +291,16 @@ class FakeGoCD:
                     return name
         raise _Reply(401, NOT_AUTHENTICATED)
 
-    def _pipeline(self, name: str) -> _Pipeline:
+    def _pipeline(self, name: str, missing: str = "Pipeline with name '{}' was not found!") -> _Pipeline:
         pipeline = self._pipelines.get(name.lower())
         if pipeline is None:
-            raise _Reply(404, f"Pipeline with name '{name}' was not found!")
+            raise _Reply(404, missing.format(name))
         return pipeline
 
     def _schedule(self, user: str, data: dict[str, Any] | None, name: str, **_: Any) -> tuple[int, Any]:
         data = data or {}
         with self._lock:
-            pipeline = self._pipeline(name)
+            pipeline = self._pipeline(name, missing=NOT_FOUND)
             revisions = self._check_materials(pipeline, data.get("materials") or [])
             variables, secure = self._check_variables(pipeline, data.get("environment_variables") or [])
             if pipeline.paused:
@@ -288,9 +308,14 @@ class FakeGoCD:
                     f"Failed to trigger pipeline [{pipeline.name}] {{ Pipeline {pipeline.name} is paused }}"
                 )
                 raise _Reply(409, message)
+            if pipeline.ready_at and pipeline.ready_at[-1] > time.monotonic():
+                raise _Reply(
+                    409, f"Failed to trigger pipeline: {pipeline.name} {{ Pipeline already triggered }}"
+                )
             counter = len(pipeline.instances) + 1
             now = time.time()
             pipeline.instances.append(_instance(pipeline, counter, user, now, revisions))
+            pipeline.ready_at.append(time.monotonic() + self.trigger_seconds)
             self._schedules.append(Schedule(pipeline.name, counter, variables, user, now, secure))
         # The trigger is recorded; a held answer models a client that dies before hearing back.
         self._released.wait()
@@ -339,7 +364,7 @@ class FakeGoCD:
 
     def _pause(self, user: str, data: dict[str, Any] | None, name: str, **_: Any) -> tuple[int, Any]:
         with self._lock:
-            p = self._pipeline(name)
+            p = self._pipeline(name, missing=NOT_FOUND)
             if p.paused:
                 raise _Reply(
                     409, f"Failed to pause pipeline '{p.name}'. Pipeline '{p.name}' is already paused."
@@ -349,7 +374,7 @@ class FakeGoCD:
 
     def _unpause(self, name: str, **_: Any) -> tuple[int, Any]:
         with self._lock:
-            p = self._pipeline(name)
+            p = self._pipeline(name, missing=NOT_FOUND)
             if not p.paused:
                 raise _Reply(
                     409, f"Failed to unpause pipeline '{p.name}'. Pipeline '{p.name}' is not paused."
@@ -364,7 +389,8 @@ class FakeGoCD:
             raise _Reply(422, message)
         with self._lock:
             p = self._pipeline(name)
-            newest_first = [json.loads(json.dumps(i)) for i in reversed(p.instances)]
+            ready = p.ready()
+            newest_first = [json.loads(json.dumps(i)) for i in reversed(ready)]
         if "after" in query:  # cursors are counters: older than `after`, newer than `before`
             newest_first = [i for i in newest_first if i["counter"] < int(query["after"])]
         if "before" in query:
@@ -375,7 +401,7 @@ class FakeGoCD:
             links["next"] = {
                 "href": f"{self.url}/go/api/pipelines/{p.name}/history?after={page[-1]['counter']}"
             }
-        if page and page[0]["counter"] < len(p.instances):
+        if page and page[0]["counter"] < len(ready):
             links["previous"] = {
                 "href": f"{self.url}/go/api/pipelines/{p.name}/history?before={page[0]['counter']}"
             }
@@ -384,16 +410,18 @@ class FakeGoCD:
     def _instance(self, name: str, counter: str, **_: Any) -> tuple[int, Any]:
         with self._lock:
             p = self._pipeline(name)
-            if not 1 <= int(counter) <= len(p.instances):
+            ready = p.ready()
+            if not 1 <= int(counter) <= len(ready):
                 raise _Reply(404, f"Pipeline instance '{p.name}/{counter}' was not found!")
-            return 200, json.loads(json.dumps(p.instances[int(counter) - 1]))
+            return 200, json.loads(json.dumps(ready[int(counter) - 1]))
 
     def _run_stage(self, user: str, name: str, counter: str, stage: str, **_: Any) -> tuple[int, Any]:
         with self._lock:
             p = self._pipeline(name)
-            if not 1 <= int(counter) <= len(p.instances) or stage not in p.stages:
+            ready = p.ready()
+            if not 1 <= int(counter) <= len(ready) or stage not in p.stages:
                 raise _Reply(404, f"Stage '{stage}' of pipeline instance '{p.name}/{counter}' was not found!")
-            stages = p.instances[int(counter) - 1]["stages"]
+            stages = ready[int(counter) - 1]["stages"]
             start = p.stages.index(stage)
             for index, item in enumerate(stages[start:], start):
                 if index > start and p.stages[index] in p.manual:
@@ -552,10 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.fake._handle(method, self.path, headers, self._body(headers))
+        status, payload, media = self.server.fake._handle(method, self.path, headers, self._body(headers))
         encoded = json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", f"{media}; charset=utf-8")
         self.send_header("Content-Length", str(len(encoded)))
         self.end_headers()
         self.wfile.write(encoded)

@@ -131,7 +131,7 @@ def test_unknown_pipeline_is_rejected_with_404(client):
     with pytest.raises(GoCDRejected) as error:
         client.schedule("nope", VARIABLES)
     assert (error.value.status, error.value.pipeline) == (404, "nope")
-    assert error.value.message == "Pipeline with name 'nope' was not found!"
+    assert error.value.message == "Pipeline 'nope' not found."
     assert "GoCD answered 404 for pipeline nope" in str(error.value)
 
 
@@ -222,3 +222,13 @@ def test_the_token_never_shows(gocd):
     basic = GoCDClient(gocd.url, username="alice", password=PASSWORD)
     assert TOKEN not in repr(client) and PASSWORD not in repr(basic)
     assert "bearer" in repr(client) and "basic" in repr(basic)
+
+
+def test_a_trigger_still_queued_is_rejected_with_409_already_triggered():
+    # Unlike 409 paused, this one passes once GoCD has created the queued instance: worth a retry.
+    with FakeGoCD(trigger_seconds=5) as fake, GoCDClient(fake.url) as client:
+        fake.add_pipeline("p")
+        client.schedule("p", {})
+        with pytest.raises(GoCDRejected) as error:
+            client.schedule("p", {})
+    assert error.value.status == 409 and "Pipeline already triggered" in error.value.message
