@@ -18,6 +18,7 @@ def main() -> None:
 
 
 # Commands are registered here, one module per concern.
+from mlflow_ext.commands.bridge import bridge_group  # noqa: E402
 from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
 from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
 from mlflow_ext.commands.promote import promote_command, report_command, rollback_command  # noqa: E402
@@ -34,6 +35,7 @@ main.add_command(tokens_group)
 main.add_command(users_group)
 main.add_command(grant_group)
 main.add_command(gocd_group)
+main.add_command(bridge_group)
 
 
 def run() -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlflow_ext.errors import ConfigError
 
-Scope = Literal["server", "client"]
+Scope = Literal["server", "client", "bridge"]
 
 # Docker and systemd parse env files differently; values free of these parse the same in both.
 _UNSAFE_ENV_CHARS = re.compile(r"[\s\"'$#`\\]")
@@ -36,6 +36,25 @@ def _integer(minimum: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+        if not number >= minimum:
+            raise ValueError(f"must be at least {minimum:g}")
+        return number
+
+    return parse
+
+
+def _secret_text(value: str) -> str:
+    if len(value) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value
 
 
 def _boolean(value: str) -> bool:
@@ -480,6 +499,187 @@ SETTINGS: tuple[Setting, ...] = (
         "Private directory for the rendered auth config. Default: systemd's RUNTIME_DIRECTORY or a temp dir.",
         "/run/mlflow-server",
     ),
+    # --- bridge: registry events to GoCD pipeline runs (mlflow_ext.bridge, docs/bridge.md) ---
+    Setting(
+        "MLFLOW_EXT_BRIDGE_HOST",
+        "Address the bridge's webhook receiver binds to.",
+        "127.0.0.1",
+        default="127.0.0.1",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PORT",
+        "Port of the webhook receiver (POST /webhook, GET /health).",
+        "5100",
+        parse=_integer(1),
+        default="5100",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_DATABASE_URI",
+        "Outbox database (postgresql+psycopg2://, or sqlite:/// for a single-node development setup). "
+        "No password in the URI: libpq reads PGPASSFILE.",
+        "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow_bridge",
+        parse=_database_uri,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_WEBHOOK_SECRET",
+        "Secret shared with the MLflow webhook; signs every delivery (X-MLflow-Signature).",
+        "change-me-random-alphanumeric",
+        parse=_secret_text,
+        secret=True,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_ROUTES",
+        "Routing file (YAML): model-name pattern plus alias or event, to GoCD pipeline and variables.",
+        "/etc/mlflow/bridge-routes.yaml",
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_URL",
+        "GoCD server URL (without /go).",
+        "https://gocd.example.com",
+        parse=_http_url,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_USERNAME",
+        "GoCD user the bridge acts as (owner of the token, or basic-auth user); GoCD records it as the "
+        "approver of the runs the bridge triggers, which is how the bridge finds them again.",
+        "mlflow-bridge",
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_TOKEN",
+        "GoCD access token of that user (preferred over a password).",
+        "change-me-gocd-token",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_PASSWORD",
+        "GoCD password of that user, when no token is set.",
+        "change-me-gocd-password",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_TIMEOUT",
+        "Seconds to wait for one GoCD API answer.",
+        "10",
+        parse=_seconds(0.1),
+        default="10",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PUBLIC_TRACKING_URI",
+        "Tracking URI passed to pipelines as MLFLOW_TRACKING_URI (what GoCD agents reach). "
+        "Default: MLFLOW_TRACKING_URI.",
+        "https://mlflow.example.com",
+        parse=_http_url,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_MAX_SKEW_SECONDS",
+        "Deliveries whose X-MLflow-Timestamp is further than this from the bridge's clock are refused.",
+        "300",
+        parse=_integer(1),
+        default="300",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_RECONCILE_SECONDS",
+        "How often the registry's aliases are compared with what was delivered (0 turns it off).",
+        "60",
+        parse=_seconds(0),
+        default="60",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_ADOPT_EXISTING",
+        "On the bridge's first reconcile, record aliases that already exist as delivered instead of "
+        "scheduling them all.",
+        "true",
+        parse=_boolean,
+        default="true",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_RETRY_MAX_SECONDS",
+        "Longest wait between delivery attempts while GoCD is down or answers 5xx (backoff from 1 s).",
+        "60",
+        parse=_seconds(0.1),
+        default="60",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PAUSED_RECHECK_SECONDS",
+        "How often a delivery held back by a paused pipeline (GoCD 409) checks whether it was unpaused.",
+        "30",
+        parse=_seconds(0.1),
+        default="30",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_IN_DOUBT_SECONDS",
+        "After an unanswered trigger (timeout, crash), how long GoCD's history is searched for the run "
+        "before the trigger is sent again.",
+        "30",
+        parse=_seconds(0),
+        default="30",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_DELIVERY_WORKERS",
+        "Pipelines triggered in parallel (one delivery at a time per pipeline).",
+        "4",
+        parse=_integer(1),
+        default="4",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_FEEDBACK",
+        "Tag each scheduled version with gocd.pipeline, gocd.counter, gocd.url, gocd.scheduled_at.",
+        "true",
+        parse=_boolean,
+        default="true",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_URI",
+        "MLflow server the bridge reads the registry from and writes feedback tags to.",
+        "http://127.0.0.1:5000",
+        parse=_http_url,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_USERNAME",
+        "MLflow user of the bridge (reads models, tags versions; admin to register the webhook).",
+        "mlflow-bridge",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_PASSWORD",
+        "Password of that MLflow user.",
+        "change-me-at-least-12",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_TOKEN",
+        "MLflow access token of the bridge (instead of username and password).",
+        "change-me-mlflow-token",
+        secret=True,
+        scope="bridge",
+    ),
     # --- client: lineage tags on every run (mlflow_ext.run_context, docs/run-tags.md) ---
     Setting(
         "MLFLOW_EXT_RUN_TAGS",
@@ -506,15 +706,18 @@ def server_settings() -> tuple[Setting, ...]:
     return tuple(s for s in SETTINGS if s.scope == "server")
 
 
-def load(environ: Mapping[str, str], scope: Scope = "server") -> dict[str, Any]:
+def load(
+    environ: Mapping[str, str], scope: Scope = "server", names: Collection[str] | None = None
+) -> dict[str, Any]:
     """Validate ``environ`` against the registry and return parsed values, defaults filled in.
 
+    ``names`` limits the check to those settings of the scope (a command that needs only a few).
     Raises ConfigError listing every problem at once; messages name variables, never values.
     """
     problems: list[str] = []
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        if setting.scope != scope:
+        if setting.scope != scope or (names is not None and setting.name not in names):
             continue
         raw = environ.get(setting.name, "")
         if raw == "":
@@ -529,13 +732,14 @@ def load(environ: Mapping[str, str], scope: Scope = "server") -> dict[str, Any]:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             problems.append(f"{setting.name} {exc}")
-    if scope == "server":
-        auth_on = values.get("MLFLOW_EXT_APP_NAME") != "none"
+    if scope in ("server", "bridge"):
+        auth_on = scope == "server" and values.get("MLFLOW_EXT_APP_NAME") != "none"
         for setting in SETTINGS:
             needed = setting.required or (setting.required_with_auth and auth_on)
             already_reported = any(p.startswith(setting.name + " ") for p in problems)
             missing = values.get(setting.name) is None
-            if setting.scope == scope and needed and missing and not already_reported:
+            wanted = names is None or setting.name in names
+            if setting.scope == scope and wanted and needed and missing and not already_reported:
                 problems.append(f"{setting.name} is required: {setting.doc}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
