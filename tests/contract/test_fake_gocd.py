@@ -5,8 +5,10 @@ https://api.gocd.org/current/#authentication (bearer token, basic auth),
 https://api.gocd.org/current/#scheduling-pipelines (202; environment_variables, materials),
 https://api.gocd.org/current/#get-pipeline-status, #pause-a-pipeline, #unpause-a-pipeline,
 https://api.gocd.org/current/#get-pipeline-history, #get-pipeline-instance (instance shape),
-https://api.gocd.org/current/#run-stage (v2), and GoCD's server source for the exact messages
-(HaltApiMessages: 415/400; ScheduleOptionsBuilder: 422; PipelinePauseChecker: 409).
+https://api.gocd.org/current/#run-stage (v2), and GoCD's server source (github.com/gocd/gocd) for
+the exact messages: HaltApiMessages (415, 400), ScheduleOptionsBuilder (404 and 422 on schedule),
+PipelinePauseChecker and PipelineTriggerService (409 paused, 409 already triggered),
+AuthenticationController and the access-denied renderers (401).
 These tests do not use mlflow_ext's client, so a convenience in one cannot hide behind the other.
 """
 
@@ -144,23 +146,28 @@ def test_malformed_json_is_a_bad_request(gocd):
 # -- authentication --------------------------------------------------------------------------------
 
 
+NOT_AUTHORIZED = "You are not authorized to access this resource!"
+BAD_CREDENTIALS = (
+    "Invalid credentials. Either your username and password are incorrect, or there is a problem with your"
+    " browser cookies. Please check with your administrator."
+)
+
+
 @pytest.mark.parametrize(
-    "auth",
+    ("auth", "message"),
     [
-        None,
-        "bearer wrong-token",
-        f"token {TOKEN}",
-        basic("alice", "wrong"),
-        basic("mallory", "s3cret-pw"),
-        "Basic %%%",
+        (None, NOT_AUTHORIZED),
+        ("bearer wrong-token", NOT_AUTHORIZED),  # an unknown token counts as no credentials
+        (f"token {TOKEN}", NOT_AUTHORIZED),
+        (basic("alice", "wrong"), BAD_CREDENTIALS),
+        (basic("mallory", "s3cret-pw"), BAD_CREDENTIALS),
+        ("Basic %%%", BAD_CREDENTIALS),
     ],
 )
-def test_missing_or_invalid_credentials_are_unauthorized(gocd, auth):
+def test_missing_or_invalid_credentials_are_unauthorized(gocd, auth, message):
     assert schedule(gocd)[0] == 202
-    assert call(gocd, "POST", "/go/api/pipelines/iris-release/schedule", auth=auth, body={}) == (
-        401,
-        {"message": "You are not authenticated!"},
-    )
+    path = "/go/api/pipelines/iris-release/schedule"
+    assert call(gocd, "POST", path, auth=auth, body={}) == (401, {"message": message})
     assert len(gocd.schedules()) == 1  # only the authenticated one above
 
 

@@ -30,7 +30,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 ANONYMOUS = "anonymous"
 WRONG_URL = "The url you are trying to reach appears to be incorrect."
-NOT_AUTHENTICATED = "You are not authenticated!"
+# An unknown token counts as no credentials (anonymous, then denied); a wrong password is refused outright.
+NOT_AUTHORIZED = "You are not authorized to access this resource!"
+BAD_CREDENTIALS = (
+    "Invalid credentials. Either your username and password are incorrect, or there is a problem with your"
+    " browser cookies. Please check with your administrator."
+)
 CONFIRM_MISSING = "Missing required header 'X-GoCD-Confirm' with value 'true'"
 JSON_EXPECTED = "You must specify a 'Content-Type' of 'application/json'"
 NOT_FOUND = "Pipeline '{}' not found."  # schedule, pause, unpause; the read endpoints word it differently
@@ -289,7 +294,8 @@ class FakeGoCD:
                 expected = self._users.get(name)
                 if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
                     return name
-        raise _Reply(401, NOT_AUTHENTICATED)
+            raise _Reply(401, BAD_CREDENTIALS)
+        raise _Reply(401, NOT_AUTHORIZED)
 
     def _pipeline(self, name: str, missing: str = "Pipeline with name '{}' was not found!") -> _Pipeline:
         pipeline = self._pipelines.get(name.lower())

@@ -111,19 +111,16 @@ def test_basic_auth_needs_a_password(gocd):
 @pytest.mark.parametrize(
     ("kwargs", "status", "message"),
     [
-        ({"token": "not-the-token"}, 401, "You are not authenticated!"),
-        ({"username": "alice", "password": "wrong"}, 401, "You are not authenticated!"),
-        ({}, 401, "You are not authenticated!"),
+        ({"token": "not-the-token"}, 401, "You are not authorized to access this resource!"),
+        ({"username": "alice", "password": "wrong"}, 401, "Invalid credentials. Either your username"),
+        ({}, 401, "You are not authorized to access this resource!"),
     ],
 )
 def test_bad_credentials_are_rejected(gocd, kwargs, status, message):
     with GoCDClient(gocd.url, **kwargs) as client, pytest.raises(GoCDRejected) as error:
         client.schedule("iris-release", VARIABLES)
-    assert (error.value.status, error.value.message, error.value.pipeline) == (
-        status,
-        message,
-        "iris-release",
-    )
+    assert (error.value.status, error.value.pipeline) == (status, "iris-release")
+    assert error.value.message.startswith(message)
     assert_secret_free(error.value)
 
 
