@@ -34,6 +34,8 @@ class GoCDClient:
         password: str | None = None,
         timeout: float = 10.0,
     ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError("The GoCD URL must start with http:// or https://")
         base = base_url.rstrip("/")
         self.base_url = base[: -len("/go")] if base.endswith("/go") else base
         self.timeout = timeout

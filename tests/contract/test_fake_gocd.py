@@ -260,6 +260,15 @@ def test_unprocessable_schedules_record_nothing(gocd, body, detail):
     assert gocd.schedules()[0].counter == 1  # a rejected trigger takes no counter
 
 
+def test_a_variable_declared_later_is_accepted_and_counters_continue(gocd):
+    body = {"environment_variables": [{"name": "NEW", "value": "1"}]}
+    assert schedule(gocd)[0] == 202
+    assert schedule(gocd, **body)[0] == 422
+    gocd.add_pipeline("iris-release", variables=["MODEL", "SECRET", "NEW"], materials=[FINGERPRINT])
+    assert schedule(gocd, **body)[0] == 202
+    assert [(s.counter, s.variables) for s in gocd.schedules()] == [(1, {}), (2, {"NEW": "1"})]
+
+
 def test_paused_pipeline_conflicts(gocd):
     gocd.pause("iris-release", cause="freeze")
     message = "Failed to trigger pipeline [iris-release] { Pipeline iris-release is paused }"

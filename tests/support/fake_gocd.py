@@ -195,15 +195,23 @@ class FakeGoCD:
         manual: Iterable[str] = (),
     ) -> None:
         """Declare a pipeline: its environment variables, stages (``manual`` ones wait for approval)
-        and material fingerprints."""
+        and material fingerprints. Declaring it again changes its config, as a config-repo push
+        would, and keeps its instances and pause state."""
         stages = tuple(stages)
         unknown = set(manual) - set(stages)
         if not stages or unknown:
             raise ValueError(f"pipeline {name}: stages {stages!r}, manual stages not among them: {unknown}")
         with self._lock:
-            self._pipelines[name.lower()] = _Pipeline(
-                name, frozenset(variables), stages, frozenset(manual), tuple(materials)
-            )
+            pipeline = _Pipeline(name, frozenset(variables), stages, frozenset(manual), tuple(materials))
+            old = self._pipelines.get(name.lower())
+            if old is not None:
+                pipeline.paused, pipeline.paused_cause, pipeline.paused_by = (
+                    old.paused,
+                    old.paused_cause,
+                    old.paused_by,
+                )
+                pipeline.instances, pipeline.ready_at = old.instances, old.ready_at
+            self._pipelines[name.lower()] = pipeline
         if paused:
             self.pause(name)
 

@@ -105,6 +105,12 @@ def test_basic_auth_needs_a_password(gocd):
         GoCDClient(gocd.url, username="alice")
 
 
+@pytest.mark.parametrize("url", ["", "gocd.example.com:8154/go", "ftp://gocd"])
+def test_the_url_needs_a_scheme(url):
+    with pytest.raises(ConfigError):
+        GoCDClient(url, token=TOKEN)
+
+
 # -- rejected: 4xx, with GoCD's message ------------------------------------------------------------
 
 
