@@ -23,6 +23,13 @@ from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
 from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
 from mlflow_ext.commands.promote import promote_command, report_command, rollback_command  # noqa: E402
 from mlflow_ext.commands.server import server_group  # noqa: E402
+from mlflow_ext.commands.stages import (  # noqa: E402
+    deploy_command,
+    evaluate_command,
+    register_command,
+    smoke_test_command,
+    verify_data_command,
+)
 from mlflow_ext.commands.tokens import tokens_group  # noqa: E402
 from mlflow_ext.commands.users import grant_group, users_group  # noqa: E402
 
@@ -36,6 +43,11 @@ main.add_command(users_group)
 main.add_command(grant_group)
 main.add_command(gocd_group)
 main.add_command(bridge_group)
+main.add_command(register_command)
+main.add_command(verify_data_command)
+main.add_command(evaluate_command)
+main.add_command(deploy_command)
+main.add_command(smoke_test_command)
 
 
 def run() -> None:
