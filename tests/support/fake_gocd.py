@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -202,16 +202,14 @@ class FakeGoCD:
         if not stages or unknown:
             raise ValueError(f"pipeline {name}: stages {stages!r}, manual stages not among them: {unknown}")
         with self._lock:
-            pipeline = _Pipeline(name, frozenset(variables), stages, frozenset(manual), tuple(materials))
-            old = self._pipelines.get(name.lower())
-            if old is not None:
-                pipeline.paused, pipeline.paused_cause, pipeline.paused_by = (
-                    old.paused,
-                    old.paused_cause,
-                    old.paused_by,
-                )
-                pipeline.instances, pipeline.ready_at = old.instances, old.ready_at
-            self._pipelines[name.lower()] = pipeline
+            old = self._pipelines.get(name.lower()) or _Pipeline(name, frozenset(), (), frozenset(), ())
+            self._pipelines[name.lower()] = replace(
+                old,
+                variables=frozenset(variables),
+                stages=stages,
+                manual=frozenset(manual),
+                materials=tuple(materials),
+            )
         if paused:
             self.pause(name)
 
