@@ -614,9 +614,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLFLOW_EXT_BRIDGE_RETRY_MAX_SECONDS",
         "Longest wait between delivery attempts while GoCD is down or answers 5xx (backoff from 1 s).",
-        "60",
+        "10",
         parse=_seconds(0.1),
-        default="60",
+        default="10",
         scope="bridge",
     ),
     Setting(

@@ -60,7 +60,7 @@ class Registry(Protocol):
 class DeliveryConfig:
     gocd_user: str
     tracking_uri: str
-    retry_max_s: float = 60.0
+    retry_max_s: float = 10.0
     paused_recheck_s: float = 30.0
     in_doubt_s: float = 30.0
     workers: int = 4
