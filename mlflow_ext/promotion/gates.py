@@ -17,6 +17,8 @@ from mlflow_ext.promotion.policy import CODE, TRAINING_DATA, MetricRule, Rules
 
 # MLflow's own commit tag, accepted like mlflow_ext.lineage does for runs logged without mlflow_ext.
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+# The version tag `mlflow-ext evaluate` leaves: its evaluation run (metrics of `from: evaluation` gates).
+EVALUATION_RUN_ID = "evaluation.run_id"
 
 Status = Literal["passed", "failed", "skipped"]
 
@@ -32,6 +34,19 @@ class Candidate:
     metrics: Mapping[str, float] = field(default_factory=dict)
     version_tags: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    evaluation_run_id: str | None = None
+    evaluation_metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def metric(self, rule: MetricRule) -> float | None:
+        metrics = self.evaluation_metrics if rule.source == "evaluation" else self.metrics
+        return metrics.get(rule.metric)
+
+    def where(self, rule: MetricRule) -> str:
+        if rule.source != "evaluation":
+            return _run(self)
+        if self.evaluation_run_id:
+            return f"evaluation run {self.evaluation_run_id}"
+        return f"version {self.version} (no evaluation run: no {EVALUATION_RUN_ID} tag)"
 
 
 @dataclass(frozen=True)
@@ -108,27 +123,24 @@ def _lineage_gate(requirement: str, candidate: Candidate) -> GateResult:
     return GateResult(gate, "lineage", "failed", f"no tag {requirement} on {_run(candidate)}")
 
 
+def _label(rule: MetricRule) -> str:
+    return f"evaluation {rule.metric}" if rule.source == "evaluation" else rule.metric
+
+
 def _absolute_gates(rule: MetricRule, candidate: Candidate) -> list[GateResult]:
     results = []
-    value = candidate.metrics.get(rule.metric)
+    value = candidate.metric(rule)
     for op, bound in ((">=", rule.min), ("<=", rule.max)):
         if bound is None:
             continue
-        gate = f"{rule.metric} {op} {_num(bound)}"
+        gate = f"{_label(rule)} {op} {_num(bound)}"
         if value is None:
-            results.append(
-                GateResult(gate, "absolute", "failed", f"no metric {rule.metric} on {_run(candidate)}")
-            )
+            found = f"no metric {rule.metric} on {candidate.where(rule)}"
+            results.append(GateResult(gate, "absolute", "failed", found))
             continue
         ok = value >= bound if op == ">=" else value <= bound
-        results.append(
-            GateResult(
-                gate,
-                "absolute",
-                "passed" if ok else "failed",
-                f"{rule.metric} = {_num(value)} on {_run(candidate)}",
-            )
-        )
+        found = f"{rule.metric} = {_num(value)} on {candidate.where(rule)}"
+        results.append(GateResult(gate, "absolute", "passed" if ok else "failed", found))
     return results
 
 
@@ -138,17 +150,17 @@ def _relative_gate(
     if rule.max_regression is None or rule.better is None:
         return None
     direction = "higher is better" if rule.better == "higher" else "lower is better"
-    gate = f"{rule.metric} not worse than @{alias} by more than {_num(rule.max_regression)} ({direction})"
+    gate = f"{_label(rule)} not worse than @{alias} by more than {_num(rule.max_regression)} ({direction})"
     if rollback:
         return GateResult(gate, "relative", "skipped", "rollback: relative gates do not apply")
     if holder is None:
         return GateResult(gate, "relative", "skipped", f"@{alias} has no current holder")
     if holder.version == candidate.version:
         return GateResult(gate, "relative", "skipped", f"version {candidate.version} already holds @{alias}")
-    value = candidate.metrics.get(rule.metric)
+    value = candidate.metric(rule)
     if value is None:
-        return GateResult(gate, "relative", "failed", f"no metric {rule.metric} on {_run(candidate)}")
-    reference = holder.metrics.get(rule.metric)
+        return GateResult(gate, "relative", "failed", f"no metric {rule.metric} on {candidate.where(rule)}")
+    reference = holder.metric(rule)
     if reference is None:
         return GateResult(
             gate,
@@ -222,14 +234,26 @@ def _candidate(reader: Any, found: Any) -> Candidate:
         run = reader.get_run(run_id)
         tags = dict(run.data.tags)
         metrics = {key: float(value) for key, value in run.data.metrics.items()}
+    version_tags = dict(found.tags or {})
+    evaluation_run_id = version_tags.get(EVALUATION_RUN_ID) or None
+    evaluation: dict[str, float] = {}
+    if evaluation_run_id:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            evaluation = {k: float(v) for k, v in reader.get_run(evaluation_run_id).data.metrics.items()}
+        except MlflowException:  # deleted or unreadable: its gates fail, naming the run
+            evaluation = {}
     return Candidate(
         name=found.name,
         version=str(found.version),
         run_id=run_id,
         run_tags=tags,
         metrics=metrics,
-        version_tags=dict(found.tags or {}),
+        version_tags=version_tags,
         aliases=tuple(found.aliases or ()),
+        evaluation_run_id=evaluation_run_id,
+        evaluation_metrics=evaluation,
     )
 
 

@@ -10,13 +10,16 @@ models:                        # first matching entry wins
     metrics:
       accuracy: {min: 0.9, better: higher, max_regression: 0.01}
       rmse: {max: 0.5, better: lower, max_regression: 0.02}
+      f1: {min: 0.85, from: evaluation}
 ```
 
 ``require`` names what the version's run must carry: ``code`` (a ``lineage.code.commit`` tag, or
 MLflow's ``mlflow.source.git.commit``), ``training_data`` (a ``lineage.data.<name>.fingerprint`` whose
 ``lineage.data.<name>.role`` is ``training``), or any run tag key (``*`` patterns allowed). ``metrics``
 gates read the run's metrics: ``min``/``max`` are absolute thresholds; ``max_regression`` bounds how much
-worse than the alias's current holder the candidate may be, in the direction ``better`` names.
+worse than the alias's current holder the candidate may be, in the direction ``better`` names;
+``from: evaluation`` reads the metric from the version's evaluation run (its ``evaluation.run_id`` tag,
+set by ``mlflow-ext evaluate``) instead of its training run.
 
 Without a file the built-in policy applies: ``require: [code, training_data]``, no metric gates.
 A bad file raises ConfigError naming the file, the entry and the problem.
@@ -39,10 +42,11 @@ BUILTIN_REQUIRE: tuple[str, ...] = (CODE, TRAINING_DATA)
 _TOP_KEYS = {"version", "defaults", "models"}
 _RULE_KEYS = {"require", "metrics"}
 _ENTRY_KEYS = {"name", "aliases"} | _RULE_KEYS
-_METRIC_KEYS = {"min", "max", "better", "max_regression"}
+_METRIC_KEYS = {"min", "max", "better", "max_regression", "from"}
 _TAG_PATTERN = re.compile(r"[\w.\-/ *?\[\]]{1,250}")
 
 Better = Literal["higher", "lower"]
+Source = Literal["run", "evaluation"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class MetricRule:
     max: float | None = None
     better: Better | None = None
     max_regression: float | None = None
+    source: Source = "run"  # the version's training run, or its evaluation run
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,10 @@ def _metric(name: Any, spec: Any) -> MetricRule:
             raise _Problem(f"{where}: max_regression must be 0 or more, got {regression:g}")
         if better is None:
             raise _Problem(f"{where}: max_regression needs better: higher or better: lower")
-    return MetricRule(name.strip(), low, high, better, regression)
+    source = spec.get("from", "run")
+    if source not in ("run", "evaluation"):
+        raise _Problem(f"{where}: from must be run or evaluation, got {source!r}")
+    return MetricRule(name.strip(), low, high, better, regression, source)
 
 
 def _metrics(value: Any) -> tuple[MetricRule, ...]:

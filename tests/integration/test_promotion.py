@@ -352,3 +352,27 @@ def test_report_records_the_outcome_and_the_gocd_run(promo, client, experiment_i
 
     missing = cli(promo, "report", "--status", "deployed", "--model", name, "--version", "999")
     assert missing.returncode == 1 and "has no version 999" in missing.stderr
+
+
+def test_gates_can_read_the_evaluation_run_of_the_version(promo, client, experiment_id, policies, tmp_path):
+    policy = tmp_path / "evaluation.yaml"
+    policy.write_text("defaults:\n  metrics:\n    f1: {min: 0.85, from: evaluation}\n")
+    name, (v1,) = new_model(client, experiment_id, policies["data"], {"accuracy": 0.95})
+
+    unevaluated = cli(promo, "promote", name, v1, "--to", "candidate", "--policy", str(policy))
+    assert unevaluated.returncode == 4
+    assert f"no metric f1 on version {v1} (no evaluation run: no evaluation.run_id tag)" in unevaluated.stderr
+
+    evaluation = client.create_run(experiment_id)
+    client.log_metric(evaluation.info.run_id, "f1", 0.83)
+    client.set_model_version_tag(name, v1, "evaluation.run_id", evaluation.info.run_id)
+    low = cli(promo, "promote", name, v1, "--to", "candidate", "--policy", str(policy))
+    assert low.returncode == 4
+    assert f"gate 'evaluation f1 >= 0.85' failed: f1 = 0.83 on evaluation run {evaluation.info.run_id}" in (
+        low.stderr
+    )
+
+    client.log_metric(evaluation.info.run_id, "f1", 0.9)  # the latest value counts
+    ok = cli(promo, "promote", name, v1, "--to", "candidate", "--policy", str(policy))
+    assert ok.returncode == 0, ok.stderr
+    assert holder(client, name, "candidate") == v1

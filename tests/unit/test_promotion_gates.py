@@ -181,3 +181,19 @@ def test_deploy_tags_record_the_gocd_run_and_clear_stale_ones():
     assert len(outside["deploy.message"] or "") == 5000
     with pytest.raises(PromotionError, match="status must be one of deployed, failed"):
         deploy_tags("done", stage=None, message=None, environ={})
+
+
+def test_evaluation_gates_read_the_evaluation_run_the_version_names():
+    rule = MetricRule("f1", min=0.85, better="higher", max_regression=0.01, source="evaluation")
+    rules = Rules(require=(), metrics=(rule,))
+    candidate = Candidate(
+        "m", "3", "r3", LINEAGE, {"f1": 0.99}, evaluation_run_id="e3", evaluation_metrics={"f1": 0.84}
+    )
+    holder = Candidate("m", "2", "r2", LINEAGE, {}, evaluation_run_id="e2", evaluation_metrics={"f1": 0.9})
+    results = by_gate(evaluate(rules, candidate, holder, "production"))
+    assert results["evaluation f1 >= 0.85"].found == "f1 = 0.84 on evaluation run e3"
+    relative = results["evaluation f1 not worse than @production by more than 0.01 (higher is better)"]
+    assert relative.status == "failed" and "version 2 (current @production) has 0.9" in relative.found
+    unevaluated = evaluate(rules, version("4", {"f1": 0.99}), None, "production")[0]
+    assert unevaluated.status == "failed"
+    assert unevaluated.found == "no metric f1 on version 4 (no evaluation run: no evaluation.run_id tag)"

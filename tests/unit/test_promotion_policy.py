@@ -22,6 +22,7 @@ models:
     metrics:
       accuracy: {min: 0.9, better: higher, max_regression: 0.01}
       rmse: {max: 0.5, better: lower, max_regression: 0.02}
+      f1: {min: 0.85, from: evaluation}
   - name: "iris-*"
     metrics:
       accuracy: {min: 0.8}
@@ -47,6 +48,7 @@ def test_example_parses_and_the_first_matching_entry_wins(tmp_path: Path):
     assert prod.metrics == (
         MetricRule("accuracy", min=0.9, better="higher", max_regression=0.01),
         MetricRule("rmse", max=0.5, better="lower", max_regression=0.02),
+        MetricRule("f1", min=0.85, source="evaluation"),
     )
     assert prod.source == f"models[0] (name 'iris-*') of {path}"
 
@@ -106,6 +108,11 @@ def test_an_empty_file_is_the_builtin_policy(tmp_path: Path):
         ),
         ("models:\n  - {name: a, require: ['bad key!']}\n", "models[0] (name 'a')", "neither code"),
         ("models:\n  - {name: a, aliases: []}\n", "models[0] (name 'a')", "aliases must be"),
+        (
+            "models:\n  - {name: a, metrics: {f1: {min: 0.8, from: test}}}\n",
+            "models[0] (name 'a')",
+            "metric 'f1': from must be run or evaluation, got 'test'",
+        ),
     ],
 )
 def test_bad_files_name_file_entry_and_problem(tmp_path: Path, text: str, where: str, problem: str):
