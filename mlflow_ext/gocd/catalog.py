@@ -362,7 +362,7 @@ def _parse_variables(value: Any, where: str, problems: _Problems) -> dict[str, s
         return {}
     out = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not VARIABLE_NAME.match(key):
+        if not isinstance(key, str) or not VARIABLE_NAME.fullmatch(key):
             problems.add(where, f"variable name {key!r} must match {VARIABLE_NAME.pattern}")
         elif key in BRIDGE_VARIABLES or key.startswith("GO_"):
             problems.add(where, f"variable {key!r} is reserved (the bridge or GoCD sets it)")
@@ -395,7 +395,7 @@ def _parse_aliases(
     aliases = []
     for alias, options in value.items():
         at = f"{where}: aliases.{alias}"
-        if not _is_text(alias) or _RESERVED_ALIAS.match(alias):
+        if not _is_text(alias) or _RESERVED_ALIAS.fullmatch(alias):
             problems.add(at, f"{alias!r} is not an alias MLflow allows")
             continue
         options = options or {}

@@ -44,7 +44,7 @@ def scalar(value: Any) -> str:
         return repr(value)
     if not isinstance(value, str):
         raise TypeError(f"cannot write {type(value).__name__} as YAML")
-    if _PLAIN.match(value) and not _SPECIAL.match(value):
+    if _PLAIN.fullmatch(value) and not _SPECIAL.fullmatch(value):
         return value
     return '"' + _ESCAPE.sub(_escape, value) + '"'
 
@@ -88,13 +88,14 @@ def _mapping(data: Mapping[str, Any], indent: str, lines: list[str], cache: dict
 
 def _sequence(items: list[Any], indent: str, lines: list[str], cache: dict[Any, str]) -> None:
     for item in items:
-        if isinstance(item, Mapping) and item:
+        if isinstance(item, (Mapping, list)) and item:
             start = len(lines)
-            _mapping(item, indent + "  ", lines, cache)
+            if isinstance(item, Mapping):
+                _mapping(item, indent + "  ", lines, cache)
+            else:
+                _sequence(item, indent + "  ", lines, cache)
             lines[start] = f"{indent}- {lines[start][len(indent) + 2 :]}"
         elif isinstance(item, (Mapping, list)):
-            if item:
-                raise TypeError("lists of lists are not written")
             lines.append(f"{indent}- {'{}' if isinstance(item, Mapping) else '[]'}")
         else:
             lines.append(f"{indent}- {_text(item, cache)}")

@@ -27,7 +27,7 @@ RELEASE_INFIX = "-release-"
 
 def is_valid(name: str) -> bool:
     """True when GoCD accepts ``name`` as a pipeline, stage, job, material or group name."""
-    return len(name) <= MAX_LENGTH and bool(_NAME.match(name))
+    return len(name) <= MAX_LENGTH and bool(_NAME.fullmatch(name))
 
 
 def sanitise(name: str) -> str:

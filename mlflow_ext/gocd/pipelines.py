@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,17 +186,36 @@ def header(catalog: Catalog) -> str:
     )
 
 
+_RENDERING: dict[str, Any] = {}
+
+
+def _render_one(name: str) -> tuple[str, str, list[Any]]:
+    from mlflow_ext.gocd import validate
+
+    document = _RENDERING["documents"][name]
+    text = emit.dump(document, _RENDERING["header"])
+    return name, text, validate.default_validator().check_document(document, name, text)
+
+
 def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
-    """File name -> file text, validated; PipelineError lists every problem found."""
+    """File name -> file text, validated; PipelineError lists every problem found.
+
+    Large catalogs are written and checked in forked worker processes (validate.parallel_map).
+    """
     from mlflow_ext.gocd import validate
 
     docs = documents(catalog, per)
-    validator = validate.Validator()
-    issues = validator.check_documents(docs.items())
+    _RENDERING.update(documents=docs, header=header(catalog))
+    try:
+        rendered = validate.parallel_map(_render_one, list(docs))
+    finally:
+        _RENDERING.clear()
+    issues = [issue for _name, _text, found in rendered for issue in found]
+    results = [validate.FileResult(name, [], validate._declared_by(docs[name])) for name in docs]
+    issues += validate.cross_check(results)
     if issues:
         raise PipelineError("generated pipelines are invalid:\n" + "\n".join(f"  {i}" for i in issues))
-    head = header(catalog)
-    return {name: emit.dump(doc, head) for name, doc in docs.items()}
+    return {name: text for name, text, _found in rendered}
 
 
 def render_routes(catalog: Catalog) -> str:
@@ -247,7 +265,7 @@ def write(
         from mlflow_ext.gocd import validate
 
         route_data = routes(catalog)
-        problems = validate.check_routes(route_data, str(routes_file), _pipelines_of(catalog))
+        problems = validate.check_routes(route_data, str(routes_file), _declared_of(catalog))
         if problems:
             raise PipelineError("routing file is invalid:\n" + "\n".join(f"  {p}" for p in problems))
         route_text = render_routes(catalog)
@@ -284,10 +302,12 @@ def write(
     )
 
 
-def _pipelines_of(catalog: Catalog) -> Mapping[str, Mapping[str, Any]]:
-    found: dict[str, Mapping[str, Any]] = {}
+def _declared_of(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = {}
     for model in catalog.models:
-        found.update(model_pipelines(model, catalog))
+        found[model.build_pipeline] = tuple(build_pipeline(model, catalog).get("environment_variables") or ())
+        for alias in model.aliases:
+            found[model.release_pipeline(alias)] = tuple(release_variables(model, alias, catalog))
     return found
 
 

@@ -1,0 +1,129 @@
+"""Drift guards for the GoCD generator and validator.
+
+- Golden files: tests/contract/golden/gocd/ holds a catalog and what the generator makes of it, per model,
+  per team and the routing file. After an intended change, regenerate them with the commands at the top
+  of golden/gocd/catalog.yaml and review the diff.
+- The example in gocd/examples/ is the generator's output for its catalog (same regeneration, see there).
+- The broken corpus: every tests/contract/gocd/broken/*.gocd.yaml is rejected, with exactly the messages
+  its `# expect:` lines give, naming the file (and the pipeline when there is one).
+- The schema is a valid JSON Schema, and jsonschema agrees with the validator on which files break it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlflow_ext.gocd import catalog, pipelines, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "contract" / "golden" / "gocd"
+EXAMPLES = ROOT / "gocd" / "examples"
+BROKEN = sorted((ROOT / "tests" / "contract" / "gocd" / "broken").glob("*.gocd.yaml"))
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.gocd.yaml"))}
+
+
+@pytest.mark.parametrize(("per", "folder"), [("model", "per-model"), ("team", "per-team")])
+def test_golden_pipelines(per, folder):
+    found = catalog.load(GOLDEN / "catalog.yaml")
+    assert pipelines.render(found, per) == _files(GOLDEN / folder), (
+        "generated pipelines drifted from the golden files: regenerate them "
+        "(golden/gocd/catalog.yaml says how) and review the diff"
+    )
+
+
+def test_golden_routes():
+    found = catalog.load(GOLDEN / "catalog.yaml")
+    assert pipelines.render_routes(found) == (GOLDEN / "routes.yaml").read_text(encoding="utf-8")
+
+
+def test_example_pipelines_are_generated_from_the_example_catalog():
+    found = catalog.load(EXAMPLES / "catalog.yaml")
+    assert pipelines.render(found) == _files(EXAMPLES / "pipelines"), (
+        "regenerate gocd/examples (see its catalog)"
+    )
+    assert pipelines.render_routes(found) == (EXAMPLES / "routes.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("folder", [GOLDEN / "per-model", GOLDEN / "per-team", EXAMPLES / "pipelines"])
+def test_generated_files_validate(folder):
+    routes = GOLDEN / "routes.yaml" if folder.parent == GOLDEN else EXAMPLES / "routes.yaml"
+    report = validate.validate_paths([folder], routes)
+    assert report.issues == []
+    assert report.files and report.pipelines
+
+
+def _expected(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
+
+
+def test_the_corpus_is_not_empty():
+    assert len(BROKEN) >= 30
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.name.removesuffix(".gocd.yaml") for p in BROKEN])
+def test_broken_file_is_rejected_with_its_message(path):
+    expected = _expected(path)
+    assert expected, f"{path.name} has no `# expect:` line"
+    report = validate.validate_paths([path])
+    messages = [str(issue) for issue in report.issues]
+    assert len(messages) == len(expected), messages
+    for want in expected:
+        assert any(want in message for message in messages), (want, messages)
+    for issue in report.issues:
+        assert issue.file == str(path)
+        if issue.pipeline is None:
+            assert issue.path or issue.message.startswith(("not valid YAML", "missing required key"))
+
+
+def _schema_errors(document) -> list:
+    compiled = validate.SchemaCompiler(validate.load_schema()).compile(validate.load_schema())
+    found: list = []
+    compiled(document, (), found)
+    return found
+
+
+def test_schema_is_a_valid_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(validate.load_schema())
+
+
+def _parsed_corpus() -> list[tuple[str, object]]:
+    documents = []
+    for path in [
+        *BROKEN,
+        *(GOLDEN / "per-model").glob("*.gocd.yaml"),
+        *(EXAMPLES / "pipelines").glob("*.yaml"),
+    ]:
+        try:
+            documents.append((path.name, yaml.safe_load(path.read_text(encoding="utf-8"))))
+        except yaml.YAMLError:
+            continue
+    return documents
+
+
+def test_jsonschema_agrees_with_the_validator_on_the_corpus():
+    jsonschema = pytest.importorskip("jsonschema")
+    checker = jsonschema.Draft202012Validator(validate.load_schema())
+    for name, document in _parsed_corpus():
+        theirs = bool(list(checker.iter_errors(document)))
+        ours = bool(_schema_errors(document))
+        assert theirs == ours, (
+            f"{name}: jsonschema says {'invalid' if theirs else 'valid'}, the validator disagrees"
+        )
+
+
+def test_schema_refuses_keywords_the_validator_does_not_implement():
+    with pytest.raises(ValueError, match="does not implement"):
+        validate.SchemaCompiler({}).compile({"type": "string", "format": "uri"})
+
+
+def test_schema_file_ships_with_the_package():
+    assert validate.load_schema()["properties"]["format_version"]["const"] == 10
+    assert '"mlflow_ext.gocd" = ["*.schema.json"]' in (ROOT / "pyproject.toml").read_text()
