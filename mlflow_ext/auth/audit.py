@@ -4,7 +4,8 @@ Events: ``auth.failure``, ``auth.lockout``, ``auth.locked_out`` (a refused attem
 ``token.created``, ``token.revoked``, ``service_account.created``, ``service_account.auth`` (first use
 of a service account's credential per worker and cache period), ``grant.changed`` (MLflow's grants,
 roles, users and admin flags), ``right.granted`` / ``right.revoked`` (create and promote rights),
-``alias.protected_changed`` and ``alias.protected_denied``.
+``alias.protected_changed``, ``alias.protected_denied`` and ``alias.promotion_refused`` (a failed
+promotion gate, mlflow_ext.promotion.enforce).
 
 Each line has ``ts`` (UTC, ISO 8601), ``event``, ``actor`` (the authenticated user, if any),
 ``address`` (client address, if known) and event fields. Several workers append to one file: each
