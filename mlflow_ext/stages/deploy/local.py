@@ -73,7 +73,7 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def answers(endpoint: str, timeout: float = 2) -> bool:
+def answers(endpoint: str, timeout: float = 5) -> bool:
     import requests
 
     try:
@@ -169,6 +169,7 @@ class LocalTarget(DeployTarget):
             raise ConfigError("deploy target local: timeout and workers must be numbers") from None
         self.unit_dir = Path(c.get("unit_dir") or "/etc/systemd/system")
         self.user = c.get("user") or None
+        self._log_offsets: dict[str, int] = {}
 
     # --- paths and records ---
 
@@ -181,8 +182,10 @@ class LocalTarget(DeployTarget):
         return "systemd" if os.path.isdir("/run/systemd/system") and shutil.which("systemctl") else "process"
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[Path]:
+    def _locked(self, name: str, create: bool = True) -> Iterator[Path]:
         directory = self.directory(name)
+        if not create and not (directory / RECORD).exists():
+            raise StageFailed(f"no local deployment named {name} under {self.root}")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -400,7 +403,9 @@ class LocalTarget(DeployTarget):
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         python = str(Path(argv[0]).parent / "python")
-        with open(directory / "logs" / "serve.log", "ab") as log:
+        log_path = directory / "logs" / "serve.log"
+        self._log_offsets[deployment.name] = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [python, str(supervisor), "--pid-file", str(pid_file), "--", *argv],
                 stdin=subprocess.DEVNULL,
@@ -462,13 +467,25 @@ class LocalTarget(DeployTarget):
             time.sleep(0.2)
         return True
 
+    def _exited(self, deployment: Deployment) -> bool:
+        """True once the supervisor has seen the server exit since this start: it will not answer."""
+        log_path = Path(deployment.details["directory"]) / "logs" / "serve.log"
+        try:
+            with open(log_path, "rb") as handle:
+                handle.seek(self._log_offsets.get(deployment.name, 0))
+                return b"supervisor: " in handle.read()
+        except OSError:
+            return False
+
     def _wait(self, deployment: Deployment) -> None:
         assert deployment.endpoint is not None
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if answers(deployment.endpoint):
                 return
-            if deployment.details["mode"] == "process" and self._supervisor_pid(deployment) is None:
+            if deployment.details["mode"] == "process" and (
+                self._supervisor_pid(deployment) is None or self._exited(deployment)
+            ):
                 break
             time.sleep(0.5)
         log = Path(deployment.details["directory"]) / "logs" / "serve.log"
@@ -565,7 +582,7 @@ class LocalTarget(DeployTarget):
                         Path(f"{path}.requirements.txt").unlink()
 
     def stop(self, name: str) -> Deployment:
-        with self._locked(name):
+        with self._locked(name, create=False):
             deployment = self._read(name)
             if deployment is None:
                 raise StageFailed(f"no local deployment named {name} under {self.root}")
