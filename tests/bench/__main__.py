@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", "server,fingerprint,auth").split(",") if name]
+DEFAULT_SECTIONS = "server,fingerprint,auth,bridge,gocd"
+SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", DEFAULT_SECTIONS).split(",") if name]
 
 
 def render_markdown(rows: list[dict]) -> str:
