@@ -127,3 +127,20 @@ def test_schema_refuses_keywords_the_validator_does_not_implement():
 def test_schema_file_ships_with_the_package():
     assert validate.load_schema()["properties"]["format_version"]["const"] == 10
     assert '"mlflow_ext.gocd" = ["*.schema.json"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_the_bridge_reads_the_generated_routing_file():
+    from mlflow_ext.bridge import routing
+    from mlflow_ext.bridge.events import ALIAS_CREATED, Event
+
+    routes = routing.load(str(GOLDEN / "routes.yaml"))
+    found = catalog.load(GOLDEN / "catalog.yaml")
+    for model in found.models:
+        for alias in model.aliases:
+            event = Event(event=ALIAS_CREATED, model=model.name, version="1", alias=alias.name)
+            matched = [r for r in routes if r.matches(event)]
+            assert [(r.pipeline, dict(r.variables)) for r in matched] == [
+                (model.release_pipeline(alias), dict(alias.variables))
+            ]
+    near_miss = Event(event=ALIAS_CREATED, model="Fraud Model (EU) v2x", version="1", alias="shadow")
+    assert not [r for r in routes if r.matches(near_miss)]
