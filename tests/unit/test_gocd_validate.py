@@ -161,21 +161,28 @@ def test_parallel_and_serial_runs_agree(tmp_path, monkeypatch):
     for index in range(30):
         pipeline = broken if index % 7 == 0 else PIPELINE
         (tmp_path / f"p{index:02d}.gocd.yaml").write_text(emit.dump(_doc(**{f"p{index}": pipeline})))
+    files = [str(p) for p in validate.expand([tmp_path])]
     monkeypatch.setenv("MLFLOW_EXT_GOCD_WORKERS", "1")
-    serial = validate.validate_paths([tmp_path])
+    serial = validate.parallel_map(validate.check_file, files, min_items=1)
     monkeypatch.setenv("MLFLOW_EXT_GOCD_WORKERS", "2")
-    monkeypatch.setattr(validate, "parallel_map", lambda f, items, min_items=0: _forked(f, items))
-    parallel = validate.validate_paths([tmp_path])
+    parallel = validate.parallel_map(validate.check_file, files, min_items=1)
     assert serial == parallel
-    assert len(serial.issues) == 5
+    assert sum(len(r.issues) for r in serial) == 5
 
 
-def _forked(func, items):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def test_large_catalogs_render_the_same_in_worker_processes(monkeypatch):
+    from mlflow_ext.gocd import pipelines
 
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(func, items))
+    entry = {
+        "team": "t", "repository": "https://g/r.git", "entry_point": "make", "test_data": "d.csv",
+        "target": "y", "deploy": {"target": "local"}, "aliases": ["staging"],
+    }  # fmt: skip
+    found = catalog.parse({"models": [entry | {"name": f"m{i}"} for i in range(210)]}, "big.yaml")
+    monkeypatch.setenv("MLFLOW_EXT_GOCD_WORKERS", "1")
+    serial = pipelines.render(found)
+    monkeypatch.setenv("MLFLOW_EXT_GOCD_WORKERS", "2")
+    assert pipelines.render(found) == serial
+    assert len(serial) == 210
 
 
 def test_duplicate_keys_are_refused_by_the_loader():
