@@ -198,6 +198,7 @@ def _move(
             message=f"version {version} already holds @{alias}",
         )  # fmt: skip
     rollback = audit.is_rollback(holder.version_tags if holder else None, version, alias)
+    action = "rollback" if rollback else "promote"  # promoting the previous holder again is a rollback
     results = evaluate(rules, candidate, holder, alias, rollback=rollback)
     outcome = Outcome(model, version, alias, action, from_version, True, dry_run, rules.source, results)
     if failed(results):

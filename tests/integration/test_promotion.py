@@ -3,10 +3,13 @@ server enforces a promotion policy: `mlflow-ext promote`, `rollback`, `report`, 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import secrets
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +48,16 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def promo(policies) -> Iterator[Platform]:
+    from cryptography.fernet import Fernet
+
     env = {
         "MLFLOW_EXT_PROMOTION_POLICY": str(policies["server"]),
         "MLFLOW_EXT_PROTECTED_ALIASES": "production,staging",
+        # Webhooks to a receiver on loopback, as the bridge gets them.
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
     }
     with running_platform(extra_env=env) as started:
         yield started
@@ -376,3 +386,63 @@ def test_gates_can_read_the_evaluation_run_of_the_version(promo, client, experim
     ok = cli(promo, "promote", name, v1, "--to", "candidate", "--policy", str(policy))
     assert ok.returncode == 0, ok.stderr
     assert holder(client, name, "candidate") == v1
+
+
+class _AliasReceiver(http.server.ThreadingHTTPServer):
+    """A webhook receiver that reads the version's promotion tags the moment MLflow reports the move,
+    as a release pipeline started by the bridge would."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.seen: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                if body.get("entity") == "model_version_alias" and body.get("action") == "created":
+                    data = body["data"]
+                    tags = promotion_tags(receiver.client, data["name"], data["version"])
+                    receiver.seen.append({**data, "tags": tags})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_the_webhook_finds_the_audit_tags_already_in_place(promo, client, experiment_id, policies):
+    receiver = _AliasReceiver(client)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    webhook = client.create_webhook(
+        name=f"promotion-order-{secrets.token_hex(3)}",
+        url=f"http://127.0.0.1:{receiver.server_address[1]}/hook",
+        events=["model_version_alias.created"],
+    )
+    try:
+        time.sleep(2)  # every worker's webhook cache (TTL 1 s) has seen it
+        name, (v1, v2, v3) = new_model(
+            client,
+            experiment_id,
+            policies["data"],
+            {"accuracy": 0.93},
+            {"accuracy": 0.94},
+            {"accuracy": 0.95},
+        )
+        assert cli(promo, "promote", name, v1, "--to", "production", "--reason", "first").returncode == 0
+        assert cli(promo, "promote", name, v2, "--to", "production", "--reason", "better").returncode == 0
+        admin(promo).ok("POST", ALIAS_API, {"name": name, "alias": "production", "version": v3})  # direct
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len([s for s in receiver.seen if s["name"] == name]) < 3:
+            time.sleep(0.1)
+        seen = {s["version"]: s["tags"] for s in receiver.seen if s["name"] == name}
+        assert seen[v1]["promotion.reason"] == "first" and "promotion.from_version" not in seen[v1]
+        assert seen[v2]["promotion.from_version"] == v1 and seen[v2]["promotion.reason"] == "better"
+        assert seen[v3]["promotion.from_version"] == v2 and seen[v3]["promotion.alias"] == "production"
+        assert {tags["promotion.by"] for tags in seen.values()} == {promo.admin_username}
+    finally:
+        client.delete_webhook(webhook.webhook_id)
+        receiver.shutdown()
