@@ -424,9 +424,14 @@ _PARAM_REF = re.compile(r"(?<!#)#\{([^}]*)\}")
 _LABEL_REF = re.compile(r"\$\{([^}\[]*)(?:\[[^\]]*\])?\}")
 _SINGLE_QUOTED = re.compile(r"'[^']*'")
 _SECURE_VALUE = re.compile(r"^(AES:\S+|\{\{SECRET:\[[^\]]+\]\[[^\]]+\]\}\})$")
-# Set by the agent's own environment on any POSIX host; everything else must be declared.
+# Set by the agent's own environment on any POSIX host, and the MLflow connection every platform agent
+# has in its environment (gocd/README.md); everything else must be declared.
 AGENT_VARIABLES = frozenset(
     {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
         "HOME",
         "PATH",
         "PWD",
