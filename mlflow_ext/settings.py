@@ -639,9 +639,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLFLOW_EXT_BRIDGE_DELIVERY_WORKERS",
         "Pipelines triggered in parallel (one delivery at a time per pipeline).",
-        "4",
+        "8",
         parse=_integer(1),
-        default="4",
+        default="8",
         scope="bridge",
     ),
     Setting(

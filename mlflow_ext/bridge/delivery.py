@@ -31,7 +31,9 @@ from mlflow_ext.errors import GoCDRejected, GoCDUnavailable
 
 log = logging.getLogger("mlflow_ext.bridge.delivery")
 
-HISTORY_PAGE = 50
+# Our run is nearly always among the newest; a longer page is read only when it might be further back.
+HISTORY_PAGE = 10
+HISTORY_PAGE_MAX = 100
 # A 202 whose run never shows up in GoCD's history (the material update failed, say) stops blocking its
 # pipeline after this long; the row is delivered without a counter.
 COUNTER_TIMEOUT_MS = 600_000
@@ -63,7 +65,7 @@ class DeliveryConfig:
     retry_max_s: float = 10.0
     paused_recheck_s: float = 30.0
     in_doubt_s: float = 30.0
-    workers: int = 4
+    workers: int = 8
     poll_s: float = 1.0
 
 
@@ -101,6 +103,47 @@ def surely_not_sent(exc: BaseException) -> bool:
     return False
 
 
+class _Watched:
+    """GoCD, watched: the first answer after an outage brings every backing-off row forward at once,
+    instead of each waiting out its own backoff."""
+
+    def __init__(self, gocd: GoCD, outbox: Outbox, wake: threading.Event) -> None:
+        self._gocd = gocd
+        self._outbox = outbox
+        self._wake = wake
+        self._down = False
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = getattr(self._gocd, name)(*args, **kwargs)
+        except GoCDUnavailable:
+            self._down = True
+            raise
+        except GoCDRejected:
+            self._answered()
+            raise
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("GoCD answers again; %d waiting row(s) brought forward", self._outbox.expedite())
+            self._wake.set()
+
+    def schedule(self, pipeline: str, variables: Mapping[str, str], secure: Collection[str] = ()) -> str:
+        return str(self._call("schedule", pipeline, variables, secure))
+
+    def status(self, pipeline: str) -> dict[str, Any]:
+        return dict(self._call("status", pipeline))
+
+    def history(self, pipeline: str, page_size: int = 10) -> list[dict[str, Any]]:
+        return list(self._call("history", pipeline, page_size))
+
+    def instance_url(self, pipeline: str, counter: int) -> str:
+        return self._gocd.instance_url(pipeline, counter)
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -111,10 +154,10 @@ class DeliveryWorker:
         wake: threading.Event | None = None,
     ) -> None:
         self.outbox = outbox
-        self.gocd = gocd
+        self.wake = wake or threading.Event()
+        self.gocd: GoCD = _Watched(gocd, outbox, self.wake)
         self.registry = registry
         self.config = config
-        self.wake = wake or threading.Event()
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self.active = False
@@ -236,7 +279,7 @@ class DeliveryWorker:
         if floor is None:
             # First trigger of this pipeline from this outbox: runs before now are not ours.
             try:
-                history = self.gocd.history(row.pipeline, HISTORY_PAGE)
+                history = self.gocd.history(row.pipeline, HISTORY_PAGE_MAX)
             except GoCDUnavailable as exc:
                 return self._retry_later(row, str(exc), ("pending",))
             except GoCDRejected as exc:
@@ -331,9 +374,11 @@ class DeliveryWorker:
 
     def _our_run(self, row: Any) -> dict[str, Any] | None:
         """The run GoCD started for this row, if its history shows one (see the module docstring)."""
-        history = self.gocd.history(row.pipeline, HISTORY_PAGE)
-        owned = self.outbox.owned_counters(row.pipeline)
         floor = row.claim_floor or 0
+        owned = self.outbox.owned_counters(row.pipeline)
+        history = self.gocd.history(row.pipeline, HISTORY_PAGE)
+        if len(history) >= HISTORY_PAGE and min(int(run["counter"]) for run in history) > floor + 1:
+            history = self.gocd.history(row.pipeline, HISTORY_PAGE_MAX)
         ours = [
             run
             for run in history

@@ -492,6 +492,21 @@ class Outbox:
         with self._tx() as conn:
             return bool(conn.execute(statement.values(**values)).rowcount)
 
+    def expedite(self) -> int:
+        """Bring every row backing off after an error forward to now (GoCD answers again)."""
+        now = now_ms()
+        with self._tx() as conn:
+            result = conn.execute(
+                update(outbox_table)
+                .where(
+                    outbox_table.c.status.in_(("pending", "claimed", "scheduled")),
+                    outbox_table.c.next_attempt_at > now,
+                    outbox_table.c.last_error.is_not(None),
+                )
+                .values(next_attempt_at=now)
+            )
+            return int(result.rowcount or 0)
+
     def feedback_due(self, limit: int = 50) -> list[Any]:
         with self.engine.connect() as conn:
             return list(
