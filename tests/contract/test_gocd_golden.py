@@ -144,3 +144,38 @@ def test_the_bridge_reads_the_generated_routing_file():
             ]
     near_miss = Event(event=ALIAS_CREATED, model="Fraud Model (EU) v2x", version="1", alias="shadow")
     assert not [r for r in routes if r.matches(near_miss)]
+
+
+def _exec_lines(folder: Path):
+    for path in sorted(folder.glob("*.gocd.yaml")):
+        for name, pipeline in yaml.safe_load(path.read_text(encoding="utf-8"))["pipelines"].items():
+            for stage in pipeline["stages"]:
+                ((stage_name, body),) = stage.items()
+                for job in body["jobs"].values():
+                    for task in job["tasks"]:
+                        yield f"{name}/{stage_name}", task["exec"]["command"], task["exec"]["arguments"]
+
+
+def test_every_generated_mlflow_ext_line_parses_with_the_real_command(monkeypatch):
+    """The stage commands and the generator agree on options (gocd/README.md, "Stage commands")."""
+    import click
+
+    from mlflow_ext.cli import main
+
+    for name, value in {
+        "MLFLOW_MODEL_NAME": "m", "MLFLOW_MODEL_VERSION": "1", "MLFLOW_MODEL_ALIAS": "a",
+        "MLFLOW_MODEL_URI": "models:/m/1", "GO_PIPELINE_NAME": "p", "GO_PIPELINE_COUNTER": "1",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    seen = set()
+    for where, command, arguments in _exec_lines(GOLDEN / "per-model"):
+        if command != "mlflow-ext":
+            continue
+        subcommand = main.commands.get(arguments[0])
+        assert subcommand is not None, f"{where}: no `mlflow-ext {arguments[0]}` command"
+        try:
+            subcommand.make_context(arguments[0], list(arguments[1:]))
+        except click.ClickException as exc:
+            pytest.fail(f"{where}: `mlflow-ext {' '.join(arguments)}` does not parse: {exc.format_message()}")
+        seen.add(arguments[0])
+    assert seen == {"register", "evaluate", "verify-data", "deploy", "smoke-test", "report"}
