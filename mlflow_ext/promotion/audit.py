@@ -65,13 +65,19 @@ def tags_for(
 
 
 def describes(
-    tags: Mapping[str, str], alias: str, from_version: str | None, now: datetime | None = None
+    tags: Mapping[str, str],
+    alias: str,
+    from_version: str | None,
+    rollback: bool,
+    now: datetime | None = None,
 ) -> bool:
     """Whether ``tags`` (already on the version) were written for this move: same alias, same previous
-    holder, written in the last FRESH_SECONDS."""
+    holder, same action, written in the last FRESH_SECONDS."""
     if tags.get(PROMOTION_ALIAS, "").lower() != alias.lower():
         return False
     if tags.get(PROMOTION_FROM_VERSION) != from_version:
+        return False
+    if tags.get(PROMOTION_ACTION) != ("rollback" if rollback else "promote"):
         return False
     try:
         at = datetime.fromisoformat(tags.get(PROMOTION_AT, ""))

@@ -9,10 +9,10 @@ MLflow's authentication and the promote-right check (and for admins too, who ski
    found. A move back to the version the holder replaced (its ``promotion.from_version``) is a
    rollback: relative gates are skipped. Without the setting no gate applies.
 2. The audit tags: when the version's ``promotion.*`` tags already describe this move (same alias,
-   same previous holder, written in the last ten minutes, as ``mlflow-ext promote`` leaves them) they
-   are kept, ``promotion.by`` corrected to the authenticated user; otherwise the server writes them
-   (without a reason). Either way they are in place before the handler moves the alias, and they are
-   restored by the after-request hook when the handler fails.
+   same previous holder and action, written in the last ten minutes, as ``mlflow-ext promote`` leaves
+   them) they are kept, ``promotion.by`` corrected to the authenticated user; otherwise the server
+   writes them (without a reason). Either way they are in place before the handler moves the alias,
+   and the after-request hook restores them when the handler fails.
 
 Prompts (registered models tagged ``mlflow.prompt.is_prompt``) have no runs: gates skip them.
 The policy file is read when the app is created and again whenever its modification time changes;
@@ -128,7 +128,7 @@ def check(change: dict[str, Any], username: str) -> None:
 
     from_version = holder.version if holder is not None else None
     current = dict(candidate.version_tags)
-    if audit.describes(current, alias, from_version):
+    if audit.describes(current, alias, from_version, rollback):
         wanted: dict[str, str | None] = {audit.PROMOTION_BY: username}
     else:
         wanted = audit.tags_for(

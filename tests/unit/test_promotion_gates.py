@@ -147,14 +147,15 @@ def test_tags_describe_a_move_only_when_fresh_and_for_this_alias_and_holder():
         by="alice", alias="production", from_version="3", reason="why", rollback=False, at=now.isoformat()
     ).items() if v is not None}  # fmt: skip
     assert tags[audit.PROMOTION_ACTION] == "promote"
-    assert audit.describes(tags, "production", "3", now=now + timedelta(seconds=30))
-    assert not audit.describes(tags, "production", "3", now=now + timedelta(hours=1))
-    assert not audit.describes(tags, "staging", "3", now=now)
-    assert not audit.describes(tags, "production", "4", now=now)
-    assert not audit.describes({**tags, audit.PROMOTION_AT: "yesterday"}, "production", "3", now=now)
+    assert audit.describes(tags, "production", "3", False, now=now + timedelta(seconds=30))
+    assert not audit.describes(tags, "production", "3", False, now=now + timedelta(hours=1))
+    assert not audit.describes(tags, "staging", "3", False, now=now)
+    assert not audit.describes(tags, "production", "4", False, now=now)
+    assert not audit.describes(tags, "production", "3", True, now=now)  # the action must match too
+    assert not audit.describes({**tags, audit.PROMOTION_AT: "yesterday"}, "production", "3", False, now=now)
     first = audit.tags_for(by="a", alias="production", from_version=None, reason=None, rollback=True)
     assert first[audit.PROMOTION_FROM_VERSION] is None and first[audit.PROMOTION_ACTION] == "rollback"
-    assert audit.describes({k: v for k, v in first.items() if v is not None}, "production", None)
+    assert audit.describes({k: v for k, v in first.items() if v is not None}, "production", None, True)
 
 
 def test_deploy_tags_record_the_gocd_run_and_clear_stale_ones():
