@@ -21,9 +21,11 @@ With ``max_drop`` set, a candidate worse than the baseline by more than that on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -399,9 +401,13 @@ def evaluate(
         tags[TAG_BASELINE] = previous
     if alias:
         tags[TAG_ALIAS] = alias
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"evaluate {name} v{number}", tags=tags
-    ) as run:
+    # MLflow prints links to the run on stdout when it ends; stdout belongs to --output json.
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"evaluate {name} v{number}", tags=tags
+        ) as run,
+    ):
         evaluation.run_id, evaluation.experiment_id = run.info.run_id, experiment_id
         mlflow.log_params({"data": data, "target": target, "rows": len(frame)})
         metrics = dict(candidate.metrics)
