@@ -54,7 +54,7 @@ def _data_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "--data",
         envvar="MLFLOW_EXT_TEST_DATA",
         required=True,
-        help="Test data: a CSV or Parquet file or folder (s3:// too for verify-data).",
+        help="Test data: a CSV or Parquet file, or a folder of them (verify-data also takes s3://).",
     )(func)
 
 
@@ -253,9 +253,10 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "-o",
         "options",
         multiple=True,
+        envvar="MLFLOW_EXT_DEPLOY_OPTIONS",
         metavar="KEY=VALUE",
-        help="Target-specific setting, repeatable (local: python, constraints, timeout, unit_dir, user, "
-        "workers).",
+        help="Target-specific setting, repeatable; the env var holds them space-separated (local: python, "
+        "constraints, timeout, unit_dir, user, workers).",
     )(func)
     func = click.option(
         "--mode",
