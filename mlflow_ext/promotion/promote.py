@@ -181,24 +181,25 @@ def _move(
     holder: Candidate | None,
     alias: str,
     *,
-    action: str,
     reason: str | None,
     policy: Policy,
     dry_run: bool,
 ) -> Outcome:
-    """Gates, then tags, then the alias; tags restored when the server refuses the move."""
+    """Gates, then tags, then the alias; tags restored when the server refuses the move.
+
+    A move back to the version the holder replaced is a rollback, whichever command asked for it."""
     from mlflow.exceptions import MlflowException
 
     model, version = candidate.name, candidate.version
     rules = policy.rules_for(model, alias)
     from_version = holder.version if holder is not None else None
+    rollback = audit.is_rollback(holder.version_tags if holder else None, version, alias)
+    action = "rollback" if rollback else "promote"
     if holder is not None and holder.version == version:
         return Outcome(
             model, version, alias, action, from_version, False, dry_run, rules.source,
             message=f"version {version} already holds @{alias}",
         )  # fmt: skip
-    rollback = audit.is_rollback(holder.version_tags if holder else None, version, alias)
-    action = "rollback" if rollback else "promote"  # promoting the previous holder again is a rollback
     results = evaluate(rules, candidate, holder, alias, rollback=rollback)
     outcome = Outcome(model, version, alias, action, from_version, True, dry_run, rules.source, results)
     if failed(results):
@@ -258,9 +259,7 @@ def promote(
     client = _client(client, tracking_uri)
     candidate = _read(client, model, str(version))
     holder = _holder(client, model, alias)
-    return _move(
-        client, candidate, holder, alias, action="promote", reason=reason, policy=policy, dry_run=dry_run
-    )
+    return _move(client, candidate, holder, alias, reason=reason, policy=policy, dry_run=dry_run)
 
 
 def rollback(
@@ -292,9 +291,7 @@ def rollback(
         )
     candidate = _read(client, model, previous)
     reason = reason or f"rollback from version {holder.version}"
-    return _move(
-        client, candidate, holder, alias, action="rollback", reason=reason, policy=policy, dry_run=dry_run
-    )
+    return _move(client, candidate, holder, alias, reason=reason, policy=policy, dry_run=dry_run)
 
 
 # --- report -------------------------------------------------------------------------------------
