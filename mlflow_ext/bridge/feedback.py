@@ -23,11 +23,12 @@ class TagWriter(Protocol):
 
 def tags_for(row: Any, gocd: GoCD) -> dict[str, str]:
     scheduled = datetime.fromtimestamp((row.scheduled_at or row.delivered_at) / 1000, tz=UTC)
+    # Written in this order: gocd.counter last, so a reader that sees it sees all four.
     return {
         "gocd.pipeline": row.pipeline,
-        "gocd.counter": str(row.counter),
         "gocd.url": gocd.instance_url(row.pipeline, int(row.counter)),
         "gocd.scheduled_at": scheduled.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "gocd.counter": str(row.counter),
     }
 
 

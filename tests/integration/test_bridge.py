@@ -25,6 +25,7 @@ from tests.support.services import VENV_BIN, http_ok, running_platform, stop_pro
 pytestmark = pytest.mark.integration
 
 TOKEN = "gocd-token-for-the-bridge-0123"
+FEEDBACK = {"gocd.pipeline", "gocd.counter", "gocd.url", "gocd.scheduled_at"}
 ROUTES = """
 routes:
   - model: "iris-*"
@@ -121,7 +122,7 @@ def test_a_promotion_schedules_once_and_a_rollback_schedules_again(bridge, gocd,
     }
     # Feedback on the version, and the tag events it causes route nowhere.
     tags = wait_until(
-        lambda: (t := client.get_model_version("iris-one", "1").tags).get("gocd.counter") and t,
+        lambda: (t := client.get_model_version("iris-one", "1").tags).keys() >= FEEDBACK and t,
         "feedback tags",
     )
     assert tags["gocd.pipeline"] == "iris-release-champion"
