@@ -53,49 +53,54 @@ def dump(data: Mapping[str, Any], header: str = "") -> str:
     """A YAML document for a mapping, with ``header`` as comment lines on top."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     lines.append("---")
-    cache: dict[Any, str] = {}
-    _mapping(data, "", lines, cache)
+    _mapping(data, "", lines, {})
     lines.append("")
     return "\n".join(lines)
 
 
-def _text(value: Any, cache: dict[Any, str]) -> str:
-    key = (type(value), value)
-    text = cache.get(key)
-    if text is None:
-        text = cache[key] = scalar(value)
-    return text
+def _text(value: Any, cache: dict[str, str]) -> str:
+    if type(value) is str:
+        text = cache.get(value)
+        if text is None:
+            text = cache[value] = scalar(value)
+        return text
+    return scalar(value)
 
 
-def _mapping(data: Mapping[str, Any], indent: str, lines: list[str], cache: dict[Any, str]) -> None:
+def _mapping(data: Mapping[str, Any], indent: str, lines: list[str], cache: dict[str, str]) -> None:
+    inner = indent + "  "
     for key, value in data.items():
         head = f"{indent}{_text(key, cache)}:"
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind is dict or (kind is not list and isinstance(value, Mapping)):
             if value:
                 lines.append(head)
-                _mapping(value, indent + "  ", lines, cache)
+                _mapping(value, inner, lines, cache)
             else:
                 lines.append(head + " {}")
-        elif isinstance(value, list):
+        elif kind is list:
             if value:
                 lines.append(head)
-                _sequence(value, indent + "  ", lines, cache)
+                _sequence(value, inner, lines, cache)
             else:
                 lines.append(head + " []")
         else:
             lines.append(f"{head} {_text(value, cache)}")
 
 
-def _sequence(items: list[Any], indent: str, lines: list[str], cache: dict[Any, str]) -> None:
+def _sequence(items: list[Any], indent: str, lines: list[str], cache: dict[str, str]) -> None:
+    inner = indent + "  "
     for item in items:
-        if isinstance(item, (Mapping, list)) and item:
+        kind = type(item)
+        nested = kind is dict or kind is list or isinstance(item, Mapping)
+        if nested and item:
             start = len(lines)
-            if isinstance(item, Mapping):
-                _mapping(item, indent + "  ", lines, cache)
+            if kind is list:
+                _sequence(item, inner, lines, cache)
             else:
-                _sequence(item, indent + "  ", lines, cache)
-            lines[start] = f"{indent}- {lines[start][len(indent) + 2 :]}"
-        elif isinstance(item, (Mapping, list)):
-            lines.append(f"{indent}- {'{}' if isinstance(item, Mapping) else '[]'}")
+                _mapping(item, inner, lines, cache)
+            lines[start] = f"{indent}- {lines[start][len(inner) :]}"
+        elif nested:
+            lines.append(f"{indent}- {'[]' if kind is list else '{}'}")
         else:
             lines.append(f"{indent}- {_text(item, cache)}")

@@ -202,6 +202,11 @@ def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
 
     Large catalogs are written and checked in forked worker processes (validate.parallel_map).
     """
+    return _render(catalog, per)[0]
+
+
+def _render(catalog: Catalog, per: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """The files' texts, and the variables each pipeline declares at pipeline level."""
     from mlflow_ext.gocd import validate
 
     docs = documents(catalog, per)
@@ -211,11 +216,12 @@ def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
     finally:
         _RENDERING.clear()
     issues = [issue for _name, _text, found in rendered for issue in found]
-    results = [validate.FileResult(name, [], validate._declared_by(docs[name])) for name in docs]
+    results = [validate.FileResult(name, [], validate.declared_by(docs[name])) for name in docs]
     issues += validate.cross_check(results)
     if issues:
         raise PipelineError("generated pipelines are invalid:\n" + "\n".join(f"  {i}" for i in issues))
-    return {name: text for name, text, _found in rendered}
+    declared = {name: names for result in results for name, names in result.declared.items()}
+    return {name: text for name, text, _found in rendered}, declared
 
 
 def render_routes(catalog: Catalog) -> str:
@@ -259,13 +265,13 @@ def write(
             + ", ".join(foreign[:5])
             + (" ..." if len(foreign) > 5 else "")
         )
-    rendered = render(catalog, per)
+    rendered, declared = _render(catalog, per)
     route_text = None
     if routes_file is not None:
         from mlflow_ext.gocd import validate
 
         route_data = routes(catalog)
-        problems = validate.check_routes(route_data, str(routes_file), _declared_of(catalog))
+        problems = validate.check_routes(route_data, str(routes_file), declared)
         if problems:
             raise PipelineError("routing file is invalid:\n" + "\n".join(f"  {p}" for p in problems))
         route_text = render_routes(catalog)
@@ -300,15 +306,6 @@ def write(
         models=len(catalog.models),
         routes=str(routes_file) if routes_file is not None else None,
     )
-
-
-def _declared_of(catalog: Catalog) -> dict[str, tuple[str, ...]]:
-    found: dict[str, tuple[str, ...]] = {}
-    for model in catalog.models:
-        found[model.build_pipeline] = tuple(build_pipeline(model, catalog).get("environment_variables") or ())
-        for alias in model.aliases:
-            found[model.release_pipeline(alias)] = tuple(release_variables(model, alias, catalog))
-    return found
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -722,7 +722,7 @@ class Validator:
             FileResult(
                 file,
                 self.check_document(document, file, texts.get(file) if texts else None),
-                _declared_by(document),
+                declared_by(document),
             )
             for file, document in documents
         ]
@@ -738,7 +738,7 @@ class FileResult:
     declared: dict[str, tuple[str, ...]]
 
 
-def _declared_by(document: Any) -> dict[str, tuple[str, ...]]:
+def declared_by(document: Any) -> dict[str, tuple[str, ...]]:
     pipelines = document.get("pipelines") if isinstance(document, dict) else None
     if not isinstance(pipelines, dict):
         return {}
@@ -788,7 +788,7 @@ def check_file(path: str) -> FileResult:
         return FileResult(path, [Issue(path, None, "", _yaml_message(exc))], {})
     except (OSError, UnicodeDecodeError) as exc:
         return FileResult(path, [Issue(path, None, "", f"cannot read: {exc}")], {})
-    return FileResult(path, default_validator().check_document(document, path, text), _declared_by(document))
+    return FileResult(path, default_validator().check_document(document, path, text), declared_by(document))
 
 
 def workers() -> int:
