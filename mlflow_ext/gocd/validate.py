@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import yaml
 
 from mlflow_ext.errors import PipelineError
-from mlflow_ext.gocd import names
+from mlflow_ext.gocd import fastyaml, names
 from mlflow_ext.gocd.catalog import BRIDGE_VARIABLES
 
 SCHEMA_FILE = "gocd-config-v10.schema.json"
@@ -634,6 +634,10 @@ def load_text(text: str) -> Any:
     The C parser composes the node graph; this converts it, handing every tag but plain strings, mappings
     and lists to PyYAML's safe constructor, so the data equals ``yaml.safe_load``'s.
     """
+    try:
+        return fastyaml.load(text)
+    except fastyaml.Unsupported:
+        pass  # outside the generator's subset: PyYAML decides
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
