@@ -53,9 +53,15 @@ def dump(data: Mapping[str, Any], header: str = "") -> str:
     """A YAML document for a mapping, with ``header`` as comment lines on top."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     lines.append("---")
-    _mapping(data, "", lines, {})
+    if len(_CACHE) > 50_000:
+        _CACHE.clear()
+    _mapping(data, "", lines, _CACHE)
     lines.append("")
     return "\n".join(lines)
+
+
+# Scalars already written: generated files repeat most of theirs (commands, flags, paths).
+_CACHE: dict[str, str] = {}
 
 
 def _text(value: Any, cache: dict[str, str]) -> str:
