@@ -179,6 +179,12 @@ def _policy_file(value: str) -> str | None:
     return value
 
 
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return value
+
+
 def _workers(value: str) -> int:
     return _integer(1)(value)
 
@@ -695,6 +701,23 @@ SETTINGS: tuple[Setting, ...] = (
         "1048576",
         parse=_integer(0),
         default="1048576",
+        scope="client",
+    ),
+    # --- client: the local deploy target of `mlflow-ext deploy` (docs/deploy-targets.md) ---
+    Setting(
+        "MLFLOW_EXT_DEPLOY_ROOT",
+        "Folder of the local deploy target: one folder per deployment (venv, model, record).",
+        "/opt/mlflow-deployments",
+        parse=_absolute_path,
+        default="/opt/mlflow-deployments",
+        scope="client",
+    ),
+    Setting(
+        "MLFLOW_EXT_DEPLOY_MODE",
+        "How the local deploy target runs servers: systemd, a supervised process, or auto (systemd if PID 1)",
+        "auto",
+        parse=_choice("auto", "systemd", "process"),
+        default="auto",
         scope="client",
     ),
 )

@@ -49,6 +49,18 @@ _SUPERVISOR = Path(__file__).with_name("supervisor.py")
 _COMPLETE = ".complete"
 
 
+def _setting(name: str) -> str:
+    """A client setting of the registry (mlflow_ext.settings), default filled in; ConfigError names it."""
+    from mlflow_ext import settings
+
+    setting = settings.BY_NAME[name]
+    raw = os.environ.get(name, "") or setting.default or ""
+    try:
+        return str(setting.parse(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -152,8 +164,8 @@ class LocalTarget(DeployTarget):
     def __init__(self, config: Mapping[str, str] | None = None) -> None:
         super().__init__(config)
         c = self.config
-        self.root = Path(c.get("root") or os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
-        self.mode = c.get("mode") or os.environ.get(MODE_ENV) or "auto"
+        self.root = Path(c.get("root") or _setting(ROOT_ENV))
+        self.mode = c.get("mode") or _setting(MODE_ENV)
         if self.mode not in ("auto", "systemd", "process"):
             raise ConfigError(
                 f"deploy target local: mode must be auto, systemd or process, not {self.mode!r}"
