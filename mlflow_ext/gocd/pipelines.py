@@ -258,6 +258,10 @@ def write(
     into place; on any error the previous ``out`` and routing file stay as they were.
     """
     out = Path(out)
+    if routes_file is not None and out.resolve() in Path(routes_file).resolve().parents:
+        raise PipelineError(
+            f"{routes_file}: the routing file cannot live inside --out ({out}), which is replaced"
+        )
     foreign = _foreign_entries(out)
     if foreign:
         raise PipelineError(

@@ -192,6 +192,12 @@ def test_refuses_to_replace_a_directory_with_foreign_files(tmp_path):
     assert (out / "README.md").read_text() == "mine"
 
 
+def test_the_routing_file_cannot_live_inside_out(tmp_path):
+    with pytest.raises(PipelineError, match="cannot live inside --out"):
+        pipelines.write(_catalog(), tmp_path / "out", routes_file=tmp_path / "out" / "routes.yaml")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_invalid_generated_document_writes_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out"
     routes = tmp_path / "routes.yaml"
