@@ -7,7 +7,7 @@ Tables (all prefixed ``mlflow_ext_bridge_``, created by ``mlflow-ext bridge migr
   (``model``, ``version``, ``key`` -> value) and per created version, with a generation counter and the
   MLflow send time of the event that set it;
 - ``outbox``: one row per trigger, unique on its idempotency key
-  ``<event>|<model>|<version>|<alias or tag>#<generation>@<pipeline>``.
+  ``["<event>", "<model>", "<version>", "<alias or tag>"]#<generation>@<pipeline>``.
 
 A state change of a subject (alias moved, also back to an earlier version) starts a new generation and so new
 rows; the same state seen again (a second delivery, the reconcile loop) changes nothing. Accepting an event,
@@ -154,8 +154,10 @@ def subject_of(event: Event) -> Subject:
 
 
 def idempotency_key(event: Event, generation: int, pipeline: str) -> str:
+    """``["<event>", "<model>", "<version>", "<alias or tag key>"]#<generation>@<pipeline>`` (JSON, so no
+    model name can forge another's key; pipeline names have no ``#`` or ``@``)."""
     qualifier = event.alias if event.alias is not None else (event.tag_key or "")
-    return f"{event.event}|{event.model}|{event.version}|{qualifier}#{generation}@{pipeline}"
+    return json.dumps([event.event, event.model, event.version, qualifier]) + f"#{generation}@{pipeline}"
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,11 @@ class Outbox:
         if subject.value is None or event.version is None:
             return Acceptance("new")
         ids = []
+        pipelines: set[str] = set()
         for route in routes:
+            if route.pipeline in pipelines:  # two routes, one pipeline: one trigger (the first route's)
+                continue
+            pipelines.add(route.pipeline)
             result = conn.execute(
                 outbox_table.insert().values(
                     idempotency_key=idempotency_key(event, generation, route.pipeline),

@@ -249,3 +249,12 @@ def test_the_worker_loop_delivers_as_events_arrive(box, gocd):
         worker.wake.set()
         thread.join(5)
     assert [s.variables["MLFLOW_MODEL_VERSION"] for s in gocd.schedules()] == ["1", "2", "3", "4", "5"]
+
+
+def test_two_routes_to_one_pipeline_make_one_trigger(box):
+    twin = Route(model="*", event=ALIAS_CREATED, pipeline=PIPELINE, alias="*")
+    accepted = box.accept(
+        Event(ALIAS_CREATED, "iris", "5", alias="champion", sent_us=1), [ROUTE, twin], "webhook"
+    )
+    assert len(accepted.row_ids) == 1
+    assert box.row(accepted.row_ids[0]).variables == '{"DEPLOY_TARGET": "local"}'
