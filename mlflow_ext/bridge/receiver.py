@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ PATH = "/webhook"
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # MLflow delivers from a pool of threads per server worker: a burst must not overflow the backlog.
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -103,6 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mlflow-ext-bridge"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes; without this a keep-alive client waits for the
+        # delayed ACK (about 40 ms) on every delivery.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
