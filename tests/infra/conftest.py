@@ -6,12 +6,20 @@ the fixture, so a non-idempotent task fails one named test instead of every test
 
 Set MLFLOW_PLATFORM_SKIP_CONVERGE=1 to test a host that is already converged (the idempotence tests then
 skip).
+
+The converges point the GoCD bridge at a fake GoCD on 127.0.0.1:FAKE_GOCD_PORT (tests/support/fake_gocd.py,
+started by the bridge's end-to-end test) with a token made up for the session and one route; these extra vars
+reach ansible-playbook through a 0600 vars file, never its command line. Without a converge, the token is read
+back from the bridge's env file.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import secrets as random_secrets
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +36,9 @@ MLFLOW_PGPASS = "/etc/mlflow/pgpass"
 MLFLOW_UNIT = "/etc/systemd/system/mlflow-server.service"
 MLFLOW_CLI = "/opt/mlflow/venv/bin/mlflow-ext"
 GOCD_TOKEN_FILE = "/etc/mlflow/gocd_token"
+BRIDGE_TOKEN_FILE = "/etc/mlflow/gocd_bridge_token"
+BRIDGE_ENV_FILE = "/etc/gocd-bridge/bridge.env"
+FAKE_GOCD_PORT = 18153
 TLS_CERT = "/etc/nginx/tls/mlflow-platform.crt"
 TLS_KEY = "/etc/nginx/tls/mlflow-platform.key"
 SEAWEEDFS_IDENTITIES = "/etc/seaweedfs/identities.json"
@@ -36,30 +47,89 @@ S3_ENDPOINT = "http://127.0.0.1:8333"
 BUCKET = "mlflow-artifacts"
 
 
+@dataclass(frozen=True)
+class BridgeSetup:
+    """Where the converge points the GoCD bridge: a fake GoCD, its token, one route."""
+
+    gocd_token: str
+    gocd_port: int = FAKE_GOCD_PORT
+    gocd_username: str = "mlflow-bridge"
+    pipeline: str = "infra-bridge-release"
+    alias: str = "production"
+    model_prefix: str = "infra-bridge-"
+    route_variables: dict[str, str] = field(default_factory=lambda: {"DEPLOY_TARGET": "infra"})
+
+    @property
+    def gocd_url(self) -> str:
+        return f"http://127.0.0.1:{self.gocd_port}"
+
+    def extra_vars(self) -> dict:
+        return {
+            "gocd_bridge_gocd_url": self.gocd_url,
+            "gocd_bridge_gocd_username": self.gocd_username,
+            "gocd_bridge_gocd_token": self.gocd_token,
+            "gocd_bridge_routes": [
+                {
+                    "model": self.model_prefix + "*",
+                    "alias": self.alias,
+                    "pipeline": self.pipeline,
+                    "variables": self.route_variables,
+                }
+            ],
+            # GoCD is down between test sessions: retry soon once it is back.
+            "gocd_bridge_extra_env": {"MLFLOW_EXT_BRIDGE_RETRY_MAX_SECONDS": "2"},
+        }
+
+
+def _converged_bridge() -> BridgeSetup:
+    """The setup of a host converged earlier: the token is in the bridge's env file."""
+    with open(BRIDGE_ENV_FILE, encoding="utf-8") as handle:
+        env = dict(line.split("=", 1) for line in handle.read().splitlines() if "=" in line)
+    return BridgeSetup(gocd_token=env.get("MLFLOW_EXT_BRIDGE_GOCD_TOKEN", ""))
+
+
+def _vars_file(directory: Path, values: dict) -> Path:
+    path = directory / "vars.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(values, handle)
+    return path
+
+
 @dataclass
 class Convergence:
     first: PlaybookRun | None
     second: PlaybookRun | None
     check: PlaybookRun | None
+    bridge: BridgeSetup
 
 
 @pytest.fixture(scope="session")
-def convergence() -> Convergence:
+def convergence(tmp_path_factory: pytest.TempPathFactory) -> Convergence:
     if os.environ.get("MLFLOW_PLATFORM_SKIP_CONVERGE") == "1":
-        return Convergence(None, None, None)
-    first = run_playbook("converge", "site.yml")
+        return Convergence(None, None, None, _converged_bridge())
+    alphabet = string.ascii_letters + string.digits
+    bridge = BridgeSetup(gocd_token="".join(random_secrets.choice(alphabet) for _ in range(40)))
+    extra = ("-e", f"@{_vars_file(tmp_path_factory.mktemp('converge'), bridge.extra_vars())}")
+    first = run_playbook("converge", "site.yml", *extra)
     if first.returncode != 0 or first.failed or not first.recap:
         pytest.fail(f"{first.summary()}\n{first.output[-4000:]}", pytrace=False)
-    second = run_playbook("reconverge", "site.yml")
-    check = run_playbook("check", "site.yml", "--check")
+    second = run_playbook("reconverge", "site.yml", *extra)
+    check = run_playbook("check", "site.yml", "--check", *extra)
     print(f"\n{first.summary()}\n{second.summary()}\n{check.summary()}")
-    return Convergence(first, second, check)
+    return Convergence(first, second, check, bridge)
 
 
 @pytest.fixture(scope="session")
 def converged(convergence: Convergence) -> Convergence:
     """The converged host; test modules of site.yml use it with pytest.mark.usefixtures("converged")."""
     return convergence
+
+
+@pytest.fixture(scope="session")
+def bridge(converged: Convergence) -> BridgeSetup:
+    """Where the GoCD bridge of the converged host delivers (tests/infra/test_gocd_bridge.py)."""
+    return converged.bridge
 
 
 @pytest.fixture(scope="session")
