@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -404,9 +405,7 @@ def evaluate(
     # MLflow prints links to the run on stdout when it ends; stdout belongs to --output json.
     with (
         contextlib.redirect_stdout(sys.stderr),
-        mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"evaluate {name} v{number}", tags=tags
-        ) as run,
+        _new_run(experiment_id=experiment_id, run_name=f"evaluate {name} v{number}", tags=tags) as run,
     ):
         evaluation.run_id, evaluation.experiment_id = run.info.run_id, experiment_id
         mlflow.log_params({"data": data, "target": target, "rows": len(frame)})
@@ -445,6 +444,21 @@ def evaluate(
             f"version {number} of {name} fails evaluation: {notes[-1]} (evaluation run {run.info.run_id})"
         )
     return evaluation
+
+
+@contextlib.contextmanager
+def _new_run(**kwargs: Any) -> Iterator[Any]:
+    """A new run, always. ``mlflow.start_run`` resumes the run named by MLFLOW_RUN_ID, and the bridge
+    passes the training run's id under that name: the evaluation would land on the training run."""
+    import mlflow
+
+    saved = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        with mlflow.start_run(**kwargs) as run:
+            yield run
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_RUN_ID"] = saved
 
 
 def _experiment_id(client: Any, version: Any, experiment: str | None) -> str:

@@ -200,19 +200,21 @@ def second(stages: Stages, first: dict, client) -> dict:
     return {**trained, **registered}
 
 
-def release_env(stages: Stages, version: str) -> dict[str, str]:
+def release_env(stages: Stages, version: str, run_id: str) -> dict[str, str]:
     return {
         "MLFLOW_MODEL_NAME": stages.model,
         "MLFLOW_MODEL_VERSION": version,
         "MLFLOW_MODEL_ALIAS": "champion",
         "MLFLOW_MODEL_URI": f"models:/{stages.model}/{version}",
+        "MLFLOW_RUN_ID": run_id,  # the bridge passes the training run; nothing may write to it
         "GO_PIPELINE_NAME": f"{stages.model}-release-champion",
         "GO_PIPELINE_COUNTER": "1",
     }
 
 
 def test_release_evaluate_compares_with_the_previous_holder(stages, second, client):
-    env = release_env(stages, second["version"])
+    env = release_env(stages, second["version"], second["run_id"])
+    training = client.get_run(second["run_id"])
     result = stages.json("evaluate", "--data", "data/test.csv", "--target", "species", env=env)
     assert result["baseline_version"] == "1" and result["baseline"]["version"] == "1"
     assert result["deltas"]["accuracy"] == pytest.approx(
@@ -229,6 +231,9 @@ def test_release_evaluate_compares_with_the_previous_holder(stages, second, clie
         "evaluation/confusion_matrix.csv",
         "evaluation/baseline_confusion_matrix.csv",
     }
+    assert result["run_id"] != second["run_id"]
+    after = client.get_run(second["run_id"])
+    assert after.data.tags == training.data.tags and after.data.metrics == training.data.metrics
     report = Path(client.download_artifacts(result["run_id"], "evaluation/report.md", str(stages.workdir)))
     assert f"| metric | v{second['version']} | v1 | delta |" in report.read_text()
 

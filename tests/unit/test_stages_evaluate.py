@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -146,3 +147,15 @@ def test_table_loading_errors(tmp_path):
     frame = evaluate.load_table(str(tmp_path / "t.csv"))
     with pytest.raises(StageFailed, match=r"no target column 'label' \(columns: a, b\)"):
         evaluate.split_target(frame, "label", "t.csv")
+
+
+def test_the_evaluation_run_is_new_even_when_mlflow_run_id_names_the_training_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    training = mlflow.MlflowClient().create_run("0").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", training)  # what the bridge passes to release pipelines
+    with evaluate._new_run(experiment_id="0", run_name="evaluate") as run:
+        assert run.info.run_id != training
+    assert os.environ["MLFLOW_RUN_ID"] == training
