@@ -430,6 +430,10 @@ class LocalTarget(DeployTarget):
             )
         details["pid"] = process.pid
         details["pid_file"] = str(pid_file)
+        # Until the supervisor runs (it writes the pid file first), /proc still shows our command line.
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _running(self, deployment: Deployment) -> bool:
         details = deployment.details
