@@ -168,24 +168,6 @@ class _Problems:
             raise PipelineError("\n".join([head, *(f"  {m}" for m in self.messages)]))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise PipelineError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def load(path: str | Path, tracking_uri: str | None = None) -> Catalog:
     """Read and check a catalog file; PipelineError lists every problem with file, entry and field."""
     source = str(path)
@@ -193,12 +175,12 @@ def load(path: str | Path, tracking_uri: str | None = None) -> Catalog:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PipelineError(f"{source}: cannot read the catalog: {exc.strerror or exc}") from exc
+    from mlflow_ext.gocd import validate  # the same YAML reading as the validator (duplicate keys refused)
+
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except PipelineError as exc:
-        raise PipelineError(f"{source}: {exc}") from exc
+        data = validate.load_text(text)
     except yaml.YAMLError as exc:
-        raise PipelineError(f"{source}: not valid YAML: {exc}") from exc
+        raise PipelineError(f"{source}: {validate.yaml_message(exc)}") from exc
     return parse(data, source, tracking_uri=tracking_uri)
 
 

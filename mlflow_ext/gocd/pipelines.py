@@ -189,12 +189,20 @@ def header(catalog: Catalog) -> str:
 _RENDERING: dict[str, Any] = {}
 
 
-def _render_one(name: str) -> tuple[str, str, list[Any]]:
+def _render_one(name: str) -> tuple[str, str | None, list[Any]]:
+    """Write and check one file; into the staging folder when there is one (then no text comes back)."""
     from mlflow_ext.gocd import validate
 
     document = _RENDERING["documents"][name]
     text = emit.dump(document, _RENDERING["header"])
-    return name, text, validate.default_validator().check_document(document, name, text)
+    issues = validate.default_validator().check_document(document, name, text)
+    folder = _RENDERING.get("folder")
+    if folder is None:
+        return name, text, issues
+    if not issues:
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return name, None, issues
 
 
 def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
@@ -202,15 +210,19 @@ def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
 
     Large catalogs are written and checked in forked worker processes (validate.parallel_map).
     """
-    return _render(catalog, per)[0]
+    texts, _declared = _render(catalog, per)
+    return {name: text for name, text in texts.items() if text is not None}
 
 
-def _render(catalog: Catalog, per: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
-    """The files' texts, and the variables each pipeline declares at pipeline level."""
+def _render(
+    catalog: Catalog, per: str, folder: Path | None = None
+) -> tuple[dict[str, str | None], dict[str, tuple[str, ...]]]:
+    """The files' texts (written into ``folder`` instead, if given), and the variables each pipeline
+    declares at pipeline level."""
     from mlflow_ext.gocd import validate
 
     docs = documents(catalog, per)
-    _RENDERING.update(documents=docs, header=header(catalog))
+    _RENDERING.update(documents=docs, header=header(catalog), folder=str(folder) if folder else None)
     try:
         rendered = validate.parallel_map(_render_one, list(docs))
     finally:
@@ -269,31 +281,25 @@ def write(
             + ", ".join(foreign[:5])
             + (" ..." if len(foreign) > 5 else "")
         )
-    rendered, declared = _render(catalog, per)
-    route_text = None
-    if routes_file is not None:
-        from mlflow_ext.gocd import validate
-
-        route_data = routes(catalog)
-        problems = validate.check_routes(route_data, str(routes_file), declared)
-        if problems:
-            raise PipelineError("routing file is invalid:\n" + "\n".join(f"  {p}" for p in problems))
-        route_text = render_routes(catalog)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     route_tmp: Path | None = None
     try:
-        for name, text in rendered.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        staging.chmod(0o755)
-        if routes_file is not None and route_text is not None:
+        rendered, declared = _render(catalog, per, folder=staging)
+        if routes_file is not None:
+            from mlflow_ext.gocd import validate
+
+            problems = validate.check_routes(routes(catalog), str(routes_file), declared)
+            if problems:
+                raise PipelineError("routing file is invalid:\n" + "\n".join(f"  {p}" for p in problems))
             routes_path = Path(routes_file)
             routes_path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{routes_path.name}.", dir=routes_path.parent)
             route_tmp = Path(tmp)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(route_text)
+                handle.write(render_routes(catalog))
             route_tmp.chmod(0o644)
+        staging.chmod(0o755)
         _swap_in(staging, out)
         if route_tmp is not None and routes_file is not None:
             os.replace(route_tmp, routes_file)

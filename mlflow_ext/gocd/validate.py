@@ -773,7 +773,7 @@ def cross_check(results: Iterable[FileResult]) -> list[Issue]:
     return issues
 
 
-def _yaml_message(exc: yaml.YAMLError) -> str:
+def yaml_message(exc: yaml.YAMLError) -> str:
     text = " ".join(str(exc).replace('in "<unicode string>", ', "").split())
     return f"not valid YAML: {text}"
 
@@ -789,7 +789,7 @@ def check_file(path: str) -> FileResult:
         text = Path(path).read_text(encoding="utf-8")
         document = load_text(text)
     except yaml.YAMLError as exc:
-        return FileResult(path, [Issue(path, None, "", _yaml_message(exc))], {})
+        return FileResult(path, [Issue(path, None, "", yaml_message(exc))], {})
     except (OSError, UnicodeDecodeError) as exc:
         return FileResult(path, [Issue(path, None, "", f"cannot read: {exc}")], {})
     return FileResult(path, default_validator().check_document(document, path, text), declared_by(document))

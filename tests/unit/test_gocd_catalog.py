@@ -153,7 +153,7 @@ def test_teams_that_sanitise_alike():
 def test_load_reports_yaml_problems_with_the_file(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("models:\n  - name: a\n    name: b\n")
-    with pytest.raises(PipelineError, match=r"models.yaml: line 3: duplicate key 'name'"):
+    with pytest.raises(PipelineError, match=r"models.yaml: not valid YAML: duplicate key 'name' .* line 3"):
         catalog.load(path)
     path.write_text("models: [unclosed\n")
     with pytest.raises(PipelineError, match=r"models.yaml: not valid YAML"):
