@@ -35,6 +35,13 @@ routes:
   - model: "bulk-*"
     alias: "slot-*"
     pipeline: bulk-release
+  - model: "evt-*"
+    event: model_version.created
+    pipeline: evt-build
+  - model: "evt-*"
+    event: model_version_tag.set
+    tag: "qa.*"
+    pipeline: evt-qa
 """
 
 
@@ -43,6 +50,8 @@ def gocd():
     with FakeGoCD(tokens={TOKEN: GOCD_USER}) as fake:
         fake.add_pipeline("iris-release-champion", variables=[*BRIDGE_VARIABLES, "DEPLOY_TARGET"])
         fake.add_pipeline("bulk-release", variables=BRIDGE_VARIABLES)
+        fake.add_pipeline("evt-build", variables=BRIDGE_VARIABLES)
+        fake.add_pipeline("evt-qa", variables=BRIDGE_VARIABLES)
         yield fake
 
 
@@ -307,3 +316,20 @@ def test_a_paused_pipeline_parks_and_retry_requeues(bridge, gocd, client):
     finally:
         gocd.unpause("iris-release-champion")
     wait_until(lambda: of_model(gocd, "iris-paused"), "delivery after unpause")
+
+
+def test_version_and_tag_events_route_and_the_platforms_own_tags_never_do(bridge, gocd, client):
+    runs = make_model(client, "evt-a", 1)
+    (built,) = wait_until(lambda: gocd.schedules("evt-build"), "version created")
+    assert built.variables["MLFLOW_MODEL_VERSION"] == "1"
+    assert built.variables["MLFLOW_MODEL_ALIAS"] == ""
+    assert built.variables["MLFLOW_RUN_ID"] == runs["1"]
+    client.set_model_version_tag("evt-a", "1", "qa.passed", "yes")
+    wait_until(lambda: gocd.schedules("evt-qa"), "tag set")
+    client.set_model_version_tag("evt-a", "1", "qa.passed", "yes")  # the same value: no new trigger
+    for key in ("gocd.extra", "deploy.status", "promotion.reason"):
+        client.set_model_version_tag("evt-a", "1", key, "x")
+    client.set_model_version_tag("evt-a", "1", "qa.passed", "no")  # a new value: a new trigger
+    wait_until(lambda: len(gocd.schedules("evt-qa")) == 2, "changed tag")
+    time.sleep(3)
+    assert len(gocd.schedules("evt-build")) == 1 and len(gocd.schedules("evt-qa")) == 2
