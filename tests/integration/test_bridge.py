@@ -333,3 +333,21 @@ def test_version_and_tag_events_route_and_the_platforms_own_tags_never_do(bridge
     wait_until(lambda: len(gocd.schedules("evt-qa")) == 2, "changed tag")
     time.sleep(3)
     assert len(gocd.schedules("evt-build")) == 1 and len(gocd.schedules("evt-qa")) == 2
+
+
+def test_concurrent_duplicate_deliveries_make_one_trigger(bridge, gocd, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_model(client, "iris-burst", 1)
+    client.set_registered_model_alias("iris-burst", "champion", "1")
+    wait_until(lambda: of_model(gocd, "iris-burst"), "the promotion")
+    # The same state again from 20 senders at once (distinct delivery ids), and one delivery id 20 times.
+    body = _alias_body("iris-burst", "1")
+    replayed = str(uuid.uuid4())
+    with ThreadPoolExecutor(20) as pool:
+        fresh = list(pool.map(lambda _: _signed_post(bridge, body).status_code, range(20)))
+        again = list(pool.map(lambda _: _signed_post(bridge, body, replayed).status_code, range(20)))
+    assert fresh == [200] * 20
+    assert sorted(again) == [200] + [409] * 19
+    time.sleep(3)
+    assert len(of_model(gocd, "iris-burst")) == 1
