@@ -71,8 +71,7 @@ def _data_option(func: Callable[..., Any]) -> Callable[..., Any]:
     "--experiment",
     "experiments",
     multiple=True,
-    envvar="MLFLOW_EXPERIMENT_NAME",
-    help="Look in this experiment only (repeatable; default: every experiment).",
+    help="Look in this experiment only (repeatable; default: MLFLOW_EXPERIMENT_NAME, else every experiment).",
 )
 @click.option(
     "--logged-model",
@@ -105,7 +104,10 @@ def register_command(
             "no pipeline instance: pass --pipeline and --counter or run inside GoCD (GO_PIPELINE_*)"
         )
     client = _client(tracking_uri)
-    experiments = tuple(name for name in experiments if name)
+    # Not click's envvar: it would split a name with spaces into several.
+    experiments = tuple(name for name in experiments if name) or tuple(
+        name for name in [common.env("MLFLOW_EXPERIMENT_NAME")] if name
+    )
     if dry_run:
         run, models = register.find_build_run(client, pipeline, counter, experiments)
         emit(

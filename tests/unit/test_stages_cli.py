@@ -66,3 +66,19 @@ def test_deploy_name_from_the_bridge_variables(tmp_path):
     env = {"MLFLOW_MODEL_NAME": "Iris Classifier", "MLFLOW_MODEL_ALIAS": "champion"}
     result = run(["deploy", "--root", str(tmp_path), "--stop"], env=env)
     assert "no local deployment named iris-classifier-champion" in str(result.exception)
+
+
+def test_register_reads_an_experiment_name_with_spaces_whole(monkeypatch):
+    from mlflow_ext.stages import register
+
+    seen = {}
+
+    def fake(client, model, pipeline, counter, *, experiments, logged_model):
+        seen["experiments"] = experiments
+        raise register.StageFailed("stop here")
+
+    monkeypatch.setattr(register, "register", fake)
+    monkeypatch.setattr("mlflow.set_tracking_uri", lambda uri: None)  # keep this process's default
+    env = {"GO_PIPELINE_NAME": "p", "GO_PIPELINE_COUNTER": "1", "MLFLOW_EXPERIMENT_NAME": "Iris Team Runs"}
+    run(["register", "--model", "iris", "--tracking-uri", "http://127.0.0.1:9"], env=env)
+    assert seen["experiments"] == ("Iris Team Runs",)
