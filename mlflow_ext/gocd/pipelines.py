@@ -148,18 +148,28 @@ def model_pipelines(model: Model, catalog: Catalog) -> dict[str, dict[str, Any]]
     return dict(sorted(pipelines.items()))
 
 
-def documents(catalog: Catalog, per: str = "model") -> dict[str, dict[str, Any]]:
-    """File name -> GoCD document (``format_version`` and ``pipelines``), one file per model or team."""
+def files_of(catalog: Catalog, per: str = "model") -> dict[str, list[Model]]:
+    """File name -> the models it holds: one file per model, or per team (sorted)."""
     if per not in ("model", "team"):
         raise PipelineError(f"--per must be model or team, not {per!r}")
-    files: dict[str, dict[str, Any]] = {}
+    files: dict[str, list[Model]] = {}
     for model in catalog.models:
         key = model.gocd_name if per == "model" else model.group
-        document = files.setdefault(f"{key}{SUFFIX}", {"format_version": FORMAT_VERSION, "pipelines": {}})
-        document["pipelines"].update(model_pipelines(model, catalog))
-    for document in files.values():
-        document["pipelines"] = dict(sorted(document["pipelines"].items()))
+        files.setdefault(f"{key}{SUFFIX}", []).append(model)
     return dict(sorted(files.items()))
+
+
+def document(models: list[Model], catalog: Catalog) -> dict[str, Any]:
+    """One GoCD file: ``format_version`` and the models' pipelines, sorted by name."""
+    found: dict[str, dict[str, Any]] = {}
+    for model in models:
+        found.update(model_pipelines(model, catalog))
+    return {"format_version": FORMAT_VERSION, "pipelines": dict(sorted(found.items()))}
+
+
+def documents(catalog: Catalog, per: str = "model") -> dict[str, dict[str, Any]]:
+    """File name -> GoCD document (``format_version`` and ``pipelines``), one file per model or team."""
+    return {name: document(models, catalog) for name, models in files_of(catalog, per).items()}
 
 
 def routes(catalog: Catalog) -> dict[str, Any]:
@@ -189,20 +199,22 @@ def header(catalog: Catalog) -> str:
 _RENDERING: dict[str, Any] = {}
 
 
-def _render_one(name: str) -> tuple[str, str | None, list[Any]]:
-    """Write and check one file; into the staging folder when there is one (then no text comes back)."""
+def _render_one(name: str) -> tuple[str, str | None, list[Any], dict[str, tuple[str, ...]]]:
+    """Build, write and check one file; into the staging folder when there is one (then no text comes
+    back). Runs in worker processes for large catalogs."""
     from mlflow_ext.gocd import validate
 
-    document = _RENDERING["documents"][name]
-    text = emit.dump(document, _RENDERING["header"])
-    issues = validate.default_validator().check_document(document, name, text)
+    built = document(_RENDERING["files"][name], _RENDERING["catalog"])
+    text = emit.dump(built, _RENDERING["header"])
+    issues = validate.default_validator().check_document(built, name, text)
+    declared = validate.declared_by(built)
     folder = _RENDERING.get("folder")
     if folder is None:
-        return name, text, issues
+        return name, text, issues, declared
     if not issues:
         with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
             handle.write(text)
-    return name, None, issues
+    return name, None, issues, declared
 
 
 def render(catalog: Catalog, per: str = "model") -> dict[str, str]:
@@ -221,23 +233,25 @@ def _render(
     declares at pipeline level."""
     from mlflow_ext.gocd import validate
 
-    docs = documents(catalog, per)
-    _RENDERING.update(documents=docs, header=header(catalog), folder=str(folder) if folder else None)
+    files = files_of(catalog, per)
+    _RENDERING.update(
+        files=files, catalog=catalog, header=header(catalog), folder=str(folder) if folder else None
+    )
     try:
-        rendered = validate.parallel_map(_render_one, list(docs))
+        rendered = validate.parallel_map(_render_one, list(files))
     finally:
         _RENDERING.clear()
-    issues = [issue for _name, _text, found in rendered for issue in found]
-    results = [validate.FileResult(name, [], validate.declared_by(docs[name])) for name in docs]
+    issues = [issue for _name, _text, found, _declared in rendered for issue in found]
+    results = [validate.FileResult(name, [], declared) for name, _text, _found, declared in rendered]
     issues += validate.cross_check(results)
     if issues:
         raise PipelineError("generated pipelines are invalid:\n" + "\n".join(f"  {i}" for i in issues))
     declared = {name: names for result in results for name, names in result.declared.items()}
-    return {name: text for name, text, _found in rendered}, declared
+    return {name: text for name, text, _found, _declared in rendered}, declared
 
 
-def render_routes(catalog: Catalog) -> str:
-    return emit.dump(routes(catalog), header(catalog))
+def render_routes(catalog: Catalog, data: dict[str, Any] | None = None) -> str:
+    return emit.dump(data if data is not None else routes(catalog), header(catalog))
 
 
 # -- atomic output ------------------------------------------------------------------------------------
@@ -289,7 +303,8 @@ def write(
         if routes_file is not None:
             from mlflow_ext.gocd import validate
 
-            problems = validate.check_routes(routes(catalog), str(routes_file), declared)
+            route_data = routes(catalog)
+            problems = validate.check_routes(route_data, str(routes_file), declared)
             if problems:
                 raise PipelineError("routing file is invalid:\n" + "\n".join(f"  {p}" for p in problems))
             routes_path = Path(routes_file)
@@ -297,7 +312,7 @@ def write(
             fd, tmp = tempfile.mkstemp(prefix=f".{routes_path.name}.", dir=routes_path.parent)
             route_tmp = Path(tmp)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(render_routes(catalog))
+                handle.write(render_routes(catalog, route_data))
             route_tmp.chmod(0o644)
         staging.chmod(0o755)
         _swap_in(staging, out)
