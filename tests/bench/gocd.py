@@ -7,8 +7,8 @@ so 3 pipelines per model (15,000 for 5,000 models), one file per model.
   render and validate every document, write beside --out and swap it in) and then what `mlflow-ext gocd
   validate OUT --routes ...` runs (read every file back: schema, semantic rules, routes); worker processes
   as the machine's cores allow, and again with MLFLOW_EXT_GOCD_WORKERS=1.
-- baseline: what a generator script usually does with the same pipeline structures (built by the same
-  mlflow_ext.gocd.pipelines code): `yaml.safe_dump` per file, then `yaml.safe_load` and
+- baseline: what a generator script usually does with the same pipeline structures (built one file at a
+  time by the same mlflow_ext.gocd.pipelines code): `yaml.safe_dump` per file, then `yaml.safe_load` and
   `jsonschema.Draft202012Validator(...).iter_errors` with the same schema per file, in one process. It checks
   less (no semantic rules, no routes, no atomic swap), so the ratio understates the difference.
 
@@ -56,8 +56,8 @@ catalog_path, out = sys.argv[1], Path(sys.argv[2])
 start, cpu0 = time.perf_counter(), cpu()
 found = catalog.load(catalog_path)
 out.mkdir()
-for name, document in pipelines.documents(found).items():
-    (out / name).write_text(yaml.safe_dump(document, sort_keys=False))
+for name, models in pipelines.files_of(found).items():
+    (out / name).write_text(yaml.safe_dump(pipelines.document(models, found), sort_keys=False))
 generated = time.perf_counter()
 checker = jsonschema.Draft202012Validator(validate.load_schema())
 errors = 0
