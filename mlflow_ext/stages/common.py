@@ -115,8 +115,9 @@ def resolve_version(
         found = build_version(mlflow_client, name, pipeline, counter)
         if found is None:
             raise StageFailed(
-                f"pipeline {pipeline} #{counter} registered no version of model {name} "
-                "(did its register stage run?); pass --version or set MLFLOW_MODEL_VERSION"
+                f"no model version: MLFLOW_MODEL_VERSION is empty (the bridge sets it when it schedules a "
+                f"release) and pipeline {pipeline} #{counter} registered no version of model {name} "
+                "(in a build pipeline: did its register stage run?); pass --version"
             )
         return found
     raise ConfigError(f"no model version: pass --version or set {ENV_MODEL_VERSION}")
