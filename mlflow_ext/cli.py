@@ -3,6 +3,7 @@ turns errors into messages and exit codes."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -10,44 +11,47 @@ import click
 from mlflow_ext import __version__
 from mlflow_ext.errors import MlflowExtError
 
+# Command name -> "module:attribute". Modules load only when their command runs, so `mlflow-ext gocd`
+# and `--help` do not pay for importing mlflow (about two seconds).
+COMMANDS = {
+    "server": "mlflow_ext.commands.server:server_group",
+    "inspect": "mlflow_ext.commands.inspect:inspect_command",
+    "promote": "mlflow_ext.commands.promote:promote_command",
+    "rollback": "mlflow_ext.commands.promote:rollback_command",
+    "report": "mlflow_ext.commands.promote:report_command",
+    "tokens": "mlflow_ext.commands.tokens:tokens_group",
+    "users": "mlflow_ext.commands.users:users_group",
+    "grant": "mlflow_ext.commands.users:grant_group",
+    "gocd": "mlflow_ext.commands.gocd:gocd_group",
+    "bridge": "mlflow_ext.commands.bridge:bridge_group",
+    "register": "mlflow_ext.commands.stages:register_command",
+    "verify-data": "mlflow_ext.commands.stages:verify_data_command",
+    "evaluate": "mlflow_ext.commands.stages:evaluate_command",
+    "deploy": "mlflow_ext.commands.stages:deploy_command",
+    "smoke-test": "mlflow_ext.commands.stages:smoke_test_command",
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="mlflow-ext")
 def main() -> None:
     """Operate the mlflow-platform: server entrypoint, lineage, promotion, GoCD."""
-
-
-# Commands are registered here, one module per concern.
-from mlflow_ext.commands.bridge import bridge_group  # noqa: E402
-from mlflow_ext.commands.gocd import gocd_group  # noqa: E402
-from mlflow_ext.commands.inspect import inspect_command  # noqa: E402
-from mlflow_ext.commands.promote import promote_command, report_command, rollback_command  # noqa: E402
-from mlflow_ext.commands.server import server_group  # noqa: E402
-from mlflow_ext.commands.stages import (  # noqa: E402
-    deploy_command,
-    evaluate_command,
-    register_command,
-    smoke_test_command,
-    verify_data_command,
-)
-from mlflow_ext.commands.tokens import tokens_group  # noqa: E402
-from mlflow_ext.commands.users import grant_group, users_group  # noqa: E402
-
-main.add_command(server_group)
-main.add_command(inspect_command)
-main.add_command(promote_command)
-main.add_command(rollback_command)
-main.add_command(report_command)
-main.add_command(tokens_group)
-main.add_command(users_group)
-main.add_command(grant_group)
-main.add_command(gocd_group)
-main.add_command(bridge_group)
-main.add_command(register_command)
-main.add_command(verify_data_command)
-main.add_command(evaluate_command)
-main.add_command(deploy_command)
-main.add_command(smoke_test_command)
 
 
 def run() -> None:
