@@ -41,18 +41,10 @@ from typing import Any, TypeGuard
 
 import yaml
 
+from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import names
 
-# The variables the bridge passes on every schedule (design: "Variables passed on schedule").
-BRIDGE_VARIABLES = (
-    "MLFLOW_MODEL_NAME",
-    "MLFLOW_MODEL_VERSION",
-    "MLFLOW_MODEL_ALIAS",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_MODEL_URI",
-    "MLFLOW_TRACKING_URI",
-)
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # MLflow reserves these alias names.
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)

@@ -23,6 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.environ import patched_environ
 from tests.support.fake_gocd import FakeGoCD
@@ -34,14 +35,6 @@ SLOTS = 10  # aliases per model in the backlog: BACKLOG_MODELS x SLOTS promotion
 TOKEN = "bench-bridge-token-0123456789"
 ROUTES = "routes:\n  - {model: 'lat-*', alias: champion, pipeline: lat-release}\n" + "".join(
     f"  - {{model: 'bulk-*', alias: slot-{k}, pipeline: bulk-release-{k}}}\n" for k in range(SLOTS)
-)
-VARIABLES = (
-    "MLFLOW_MODEL_NAME",
-    "MLFLOW_MODEL_VERSION",
-    "MLFLOW_MODEL_ALIAS",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_MODEL_URI",
-    "MLFLOW_TRACKING_URI",
 )
 NOTE = (
     "bridge: latency = set_registered_model_alias until the fake GoCD records the trigger, bridge (outbox in "
@@ -140,10 +133,10 @@ def run(results_dir: Path) -> list[dict]:
     ):
         from mlflow import MlflowClient
 
-        gocd.add_pipeline("lat-release", variables=VARIABLES)
-        gocd.add_pipeline("lat-direct", variables=VARIABLES)
+        gocd.add_pipeline("lat-release", variables=BRIDGE_VARIABLES)
+        gocd.add_pipeline("lat-direct", variables=BRIDGE_VARIABLES)
         for k in range(SLOTS):
-            gocd.add_pipeline(f"bulk-release-{k}", variables=VARIABLES)
+            gocd.add_pipeline(f"bulk-release-{k}", variables=BRIDGE_VARIABLES)
         bridge = Bridge(
             platform, gocd.url, TOKEN, ROUTES, extra_env={"MLFLOW_EXT_BRIDGE_RETRY_MAX_SECONDS": "10"}
         ).prepare()

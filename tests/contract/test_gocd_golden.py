@@ -171,7 +171,7 @@ def test_every_generated_mlflow_ext_line_parses_with_the_real_command(monkeypatc
     for where, command, arguments in _exec_lines(GOLDEN / "per-model"):
         if command != "mlflow-ext":
             continue
-        subcommand = main.commands.get(arguments[0])
+        subcommand = main.get_command(click.Context(main), arguments[0])
         assert subcommand is not None, f"{where}: no `mlflow-ext {arguments[0]}` command"
         try:
             subcommand.make_context(arguments[0], list(arguments[1:]))
