@@ -33,9 +33,8 @@ from typing import Any
 
 from mlflow_ext.errors import StageFailed
 from mlflow_ext.lineage import PROMOTION_FROM_VERSION
+from mlflow_ext.promotion.audit import PROMOTION_ACTION, PROMOTION_ALIAS
 from mlflow_ext.stages.common import get_version, mlflow_message, version_run_id
-
-PROMOTION_ALIAS = "promotion.alias"
 
 TAG_MODEL = "evaluation.model"
 TAG_VERSION = "evaluation.version"
@@ -390,9 +389,13 @@ def evaluate(
     )
     primary, higher_is_better = PRIMARY[task]
     delta = evaluation.delta(primary)
+    # A rollback goes back on purpose, usually to a weaker version: report the drop, never fail on it.
+    rollback = baseline is None and (version.tags or {}).get(PROMOTION_ACTION) == "rollback"
     if max_drop is not None and delta is not None:
         drop = -delta if higher_is_better else delta
-        if drop > max_drop:
+        if drop > max_drop and rollback:
+            notes.append(f"{primary} is worse than version {previous} by {drop:.4g}; allowed for a rollback")
+        elif drop > max_drop:
             evaluation.status = "failed"
             notes.append(f"{primary} is worse than version {previous} by {drop:.4g}, more than {max_drop}")
 

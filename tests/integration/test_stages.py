@@ -242,6 +242,15 @@ def test_release_evaluate_compares_with_the_previous_holder(stages, second, clie
     assert "fails evaluation: accuracy is worse than version 1" in failed.stderr
     assert client.get_model_version(stages.model, second["version"]).tags["evaluation.status"] == "failed"
 
+    # The same drop on a rollback is reported, not failed: going back is the point of a rollback.
+    client.set_model_version_tag(stages.model, second["version"], "promotion.action", "rollback")
+    try:
+        rolled_back = stages.json(*gate, env=env)
+    finally:
+        client.delete_model_version_tag(stages.model, second["version"], "promotion.action")
+    assert rolled_back["status"] == "passed"
+    assert any("allowed for a rollback" in note for note in rolled_back["notes"])
+
 
 @pytest.fixture(scope="module")
 def deployed(stages: Stages, first: dict) -> dict:
