@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
+from mlflow_ext.run_context import CODE_COMMIT, DATA_PREFIX
 from tests.infra.conftest import (
     BRIDGE_ENV_FILE,
     BRIDGE_TOKEN_FILE,
@@ -39,15 +42,6 @@ UNIT = "/etc/systemd/system/gocd-bridge.service"
 CLI = "/opt/gocd-bridge/venv/bin/mlflow-ext"
 WEBHOOK_URL = "http://127.0.0.1:5100/webhook"
 WEBHOOK_NAME = "mlflow-ext-bridge"
-# The six variables every schedule carries (docs: the bridge's contract with the release pipelines).
-SCHEDULE_VARIABLES = (
-    "MLFLOW_MODEL_NAME",
-    "MLFLOW_MODEL_VERSION",
-    "MLFLOW_MODEL_ALIAS",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_MODEL_URI",
-    "MLFLOW_TRACKING_URI",
-)
 
 
 def _env_file(host) -> dict[str, str]:
@@ -294,7 +288,7 @@ def fake_gocd(host, bridge: BridgeSetup):
     other_token = uuid.uuid4().hex
     gocd = FakeGoCD(tokens={bridge.gocd_token: bridge.gocd_username, other_token: "admin"})
     gocd.port = bridge.gocd_port
-    gocd.add_pipeline(bridge.pipeline, variables=[*SCHEDULE_VARIABLES, *bridge.route_variables])
+    gocd.add_pipeline(bridge.pipeline, variables=[*BRIDGE_VARIABLES, *bridge.route_variables])
     with gocd:
         other = GoCDClient(gocd.url, token=other_token)
         for _ in range(max(owned, default=0)):
@@ -306,12 +300,38 @@ def _schedules_of(gocd: FakeGoCD, pipeline: str, model: str):
     return [s for s in gocd.schedules(pipeline) if s.variables.get("MLFLOW_MODEL_NAME") == model]
 
 
+LINEAGE = {
+    CODE_COMMIT: "0123456789abcdef0123456789abcdef01234567",
+    f"{DATA_PREFIX}train.fingerprint": "sha256:" + "0" * 64,
+    f"{DATA_PREFIX}train.role": "training",
+}
+
+
+def test_server_refuses_a_protected_alias_without_lineage(admin_env, bridge: BridgeSetup):
+    """make up's default policy: even the admin, through the REST API, cannot move a protected alias to a
+    version nobody can trace, and the answer names the gates."""
+    model = bridge.model_prefix + uuid.uuid4().hex[:8]
+    with patched_environ(admin_env):
+        client = MlflowClient(TRACKING_URI)
+        run = client.create_run(client.create_experiment(f"{model}-experiment"))
+        client.create_registered_model(model)
+        version = client.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        with pytest.raises(MlflowException) as refused:
+            client.set_registered_model_alias(model, bridge.alias, version.version)
+        assert refused.value.get_http_status_code() == 403
+        assert (
+            "code revision" in refused.value.message and "training-data fingerprint" in refused.value.message
+        )
+        assert bridge.alias not in client.get_registered_model(model).aliases
+
+
 def test_protected_alias_schedules_one_pipeline_run(admin_env, fake_gocd, bridge: BridgeSetup):
     model = bridge.model_prefix + uuid.uuid4().hex[:8]
     with patched_environ(admin_env):
         client = MlflowClient(TRACKING_URI)
         experiment_id = client.create_experiment(f"{model}-experiment")
-        run = client.create_run(experiment_id)
+        # The lineage the server's default promotion policy requires of a protected alias's version.
+        run = client.create_run(experiment_id, tags=LINEAGE)
         client.set_terminated(run.info.run_id)
         client.create_registered_model(model)
         version = client.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)

@@ -126,6 +126,7 @@ def test_resolved_server_settings(host):
     assert settings["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth"
     assert settings["MLFLOW_EXT_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
     assert settings["MLFLOW_EXT_PROTECTED_ALIASES"] == ["production"]
+    assert settings["MLFLOW_EXT_PROMOTION_POLICY"] == "/etc/mlflow/promotion-policy.yaml"
     assert settings["MLFLOW_EXT_AUDIT_LOG"] == "stderr"
     assert settings["MLFLOW_EXT_AUTH_TRUSTED_PROXIES"] == ["127.0.0.1", "::1"]
     assert settings["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False
@@ -155,3 +156,9 @@ def test_health_on_loopback(host):
 def test_nginx_configuration_is_valid(host):
     assert host.run("nginx -t").rc == 0
     assert not host.file("/etc/nginx/sites-enabled/default").exists
+
+
+def test_promotion_policy_is_readable_by_the_server_only(host):
+    policy = host.file("/etc/mlflow/promotion-policy.yaml")
+    assert policy.user == "root" and policy.group == "mlflow" and policy.mode == 0o640
+    assert "training_data" in policy.content_string
