@@ -24,6 +24,8 @@ from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
 from mlflow_ext.run_context import CODE_COMMIT, DATA_PREFIX
 from tests.infra.conftest import (
     BRIDGE_ENV_FILE,
+    BRIDGE_PGPASS,
+    BRIDGE_ROUTES,
     BRIDGE_TOKEN_FILE,
     MLFLOW_CLI,
     MLFLOW_ENV_FILE,
@@ -36,8 +38,6 @@ from tests.support.fake_gocd import FakeGoCD
 pytestmark = pytest.mark.usefixtures("converged")
 
 ENV_FILE = BRIDGE_ENV_FILE
-PGPASS = "/etc/gocd-bridge/pgpass"
-ROUTES = "/etc/gocd-bridge/routes.yaml"
 UNIT = "/etc/systemd/system/gocd-bridge.service"
 CLI = "/opt/gocd-bridge/venv/bin/mlflow-ext"
 WEBHOOK_URL = "http://127.0.0.1:5100/webhook"
@@ -115,22 +115,6 @@ def test_health_on_loopback(host):
 
 # --- configuration and secrets ----------------------------------------------------------------------------
 
-# path, mode, owner, group
-FILES = [
-    (ENV_FILE, 0o640, "root", "gocd-bridge"),
-    (PGPASS, 0o600, "gocd-bridge", "gocd-bridge"),
-    (ROUTES, 0o640, "root", "gocd-bridge"),
-    # The bridge's MLflow token, written by the mlflow_server role on the server host.
-    (BRIDGE_TOKEN_FILE, 0o600, "root", "root"),
-]
-
-
-@pytest.mark.parametrize(("path", "mode", "owner", "group"), FILES)
-def test_file_mode_and_owner(host, path, mode, owner, group):
-    f = host.file(path)
-    assert f.is_file, path
-    assert (f.mode, f.user, f.group) == (mode, owner, group), path
-
 
 def test_config_dir_is_closed_to_others(host):
     d = host.file("/etc/gocd-bridge")
@@ -155,7 +139,7 @@ def test_resolved_bridge_settings(host, bridge: BridgeSetup):
     assert settings["MLFLOW_EXT_BRIDGE_DATABASE_URI"] == (
         "postgresql+psycopg2://mlflow_bridge@127.0.0.1:5432/mlflow_bridge"
     )
-    assert settings["MLFLOW_EXT_BRIDGE_ROUTES"] == ROUTES
+    assert settings["MLFLOW_EXT_BRIDGE_ROUTES"] == BRIDGE_ROUTES
     assert settings["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert settings["MLFLOW_EXT_BRIDGE_PUBLIC_TRACKING_URI"] == TRACKING_URI
     assert settings["MLFLOW_EXT_BRIDGE_GOCD_URL"] == bridge.gocd_url
@@ -169,7 +153,7 @@ def test_resolved_bridge_settings(host, bridge: BridgeSetup):
 
 def test_pgpass_holds_the_password_and_the_uri_does_not(host, secrets):
     password = secrets["gocd_bridge_db_password"]
-    assert host.file(PGPASS).content_string.splitlines()[-1] == (
+    assert host.file(BRIDGE_PGPASS).content_string.splitlines()[-1] == (
         f"127.0.0.1:5432:mlflow_bridge:mlflow_bridge:{password}"
     )
     assert password not in _env_file(host)["MLFLOW_EXT_BRIDGE_DATABASE_URI"]

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.infra.conftest import (
+    BRIDGE_ENV_FILE,
+    BRIDGE_PGPASS,
+    BRIDGE_ROUTES,
+    BRIDGE_TOKEN_FILE,
     GOCD_TOKEN_FILE,
     MLFLOW_ENV_FILE,
     MLFLOW_PGPASS,
@@ -26,6 +30,11 @@ SECRET_FILES = [
     ("/run/mlflow-server/basic_auth.ini", 0o600, "mlflow", "mlflow"),
     # Written by the role on the server host, outside the generated secrets directory.
     (GOCD_TOKEN_FILE, 0o600, "root", "root"),
+    (BRIDGE_ENV_FILE, 0o640, "root", "gocd-bridge"),
+    (BRIDGE_PGPASS, 0o600, "gocd-bridge", "gocd-bridge"),
+    (BRIDGE_ROUTES, 0o640, "root", "gocd-bridge"),
+    # The bridge's MLflow token, written by the mlflow_server role on the server host.
+    (BRIDGE_TOKEN_FILE, 0o600, "root", "root"),
 ]
 
 
