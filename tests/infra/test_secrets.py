@@ -83,7 +83,15 @@ def test_pgpass_holds_the_password_and_the_uris_do_not(host, secrets):
 
 def test_no_secret_on_any_command_line(secrets):
     """Every process's argv, read from /proc, is free of every generated secret and of the service token."""
-    secrets = {**secrets, "gocd_token": Path(GOCD_TOKEN_FILE).read_text(encoding="ascii").strip()}
+    bridge_env = dict(
+        line.split("=", 1) for line in Path(BRIDGE_ENV_FILE).read_text().splitlines() if "=" in line
+    )
+    secrets = {
+        **secrets,
+        "gocd_token": Path(GOCD_TOKEN_FILE).read_text(encoding="ascii").strip(),
+        "bridge token": Path(BRIDGE_TOKEN_FILE).read_text(encoding="ascii").strip(),
+        "bridge's GoCD token": bridge_env["MLFLOW_EXT_BRIDGE_GOCD_TOKEN"],
+    }
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
