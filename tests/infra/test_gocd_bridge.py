@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
 from mlflow_ext.run_context import CODE_COMMIT, DATA_PREFIX
+from mlflow_ext.settings import read_env_file
 from tests.infra.conftest import (
     BRIDGE_ENV_FILE,
     BRIDGE_PGPASS,
@@ -42,15 +43,6 @@ UNIT = "/etc/systemd/system/gocd-bridge.service"
 CLI = "/opt/gocd-bridge/venv/bin/mlflow-ext"
 WEBHOOK_URL = "http://127.0.0.1:5100/webhook"
 WEBHOOK_NAME = "mlflow-ext-bridge"
-
-
-def _env_file(host) -> dict[str, str]:
-    entries = {}
-    for line in host.file(ENV_FILE).content_string.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            entries[name] = value
-    return entries
 
 
 def _bridge_check(host) -> dict:
@@ -125,8 +117,8 @@ def test_config_dir_is_closed_to_others(host):
 
 def test_env_file_names_come_from_the_registry(host):
     registry = json.loads(host.check_output(f"{CLI} bridge settings --format json"))
-    names = set(_env_file(host))
-    for name, value in _env_file(host).items():
+    names = set(read_env_file(ENV_FILE))
+    for name, value in read_env_file(ENV_FILE).items():
         assert not re.search(r"[\s\"'$#`\\]", value), f"{name} is quoted or unsafe"
     # PGPASSFILE and MLFLOW_DISABLE_TELEMETRY are read by libpq and MLflow, not by the bridge's settings.
     assert names - {s["name"] for s in registry} == {"PGPASSFILE", "MLFLOW_DISABLE_TELEMETRY"}
@@ -156,11 +148,11 @@ def test_pgpass_holds_the_password_and_the_uri_does_not(host, secrets):
     assert host.file(BRIDGE_PGPASS).content_string.splitlines()[-1] == (
         f"127.0.0.1:5432:mlflow_bridge:mlflow_bridge:{password}"
     )
-    assert password not in _env_file(host)["MLFLOW_EXT_BRIDGE_DATABASE_URI"]
+    assert password not in read_env_file(ENV_FILE)["MLFLOW_EXT_BRIDGE_DATABASE_URI"]
 
 
 def test_env_file_holds_the_secrets(host, secrets, bridge: BridgeSetup):
-    env = _env_file(host)
+    env = read_env_file(ENV_FILE)
     assert env["MLFLOW_EXT_BRIDGE_WEBHOOK_SECRET"] == secrets["gocd_bridge_webhook_secret"]
     assert env["MLFLOW_TRACKING_TOKEN"] == Path(BRIDGE_TOKEN_FILE).read_text(encoding="ascii").strip()
     assert env["MLFLOW_EXT_BRIDGE_GOCD_TOKEN"] == bridge.gocd_token

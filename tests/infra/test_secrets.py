@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_ext.settings import read_env_file
 from tests.infra.conftest import (
     BRIDGE_ENV_FILE,
     BRIDGE_PGPASS,
@@ -83,9 +84,7 @@ def test_pgpass_holds_the_password_and_the_uris_do_not(host, secrets):
 
 def test_no_secret_on_any_command_line(secrets):
     """Every process's argv, read from /proc, is free of every generated secret and of the service token."""
-    bridge_env = dict(
-        line.split("=", 1) for line in Path(BRIDGE_ENV_FILE).read_text().splitlines() if "=" in line
-    )
+    bridge_env = read_env_file(BRIDGE_ENV_FILE)
     secrets = {
         **secrets,
         "gocd_token": Path(GOCD_TOKEN_FILE).read_text(encoding="ascii").strip(),
