@@ -6,15 +6,15 @@ same environment, so the server command line, the auth INI and the defaults live
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mlflow_ext import settings
 from mlflow_ext.errors import ConfigError, MigrationError
+from mlflow_ext.pglock import advisory_lock
 
 # One advisory lock id for every migrating process, so hosts starting at once do not race.
 _MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
@@ -126,22 +126,6 @@ def run(environ: Mapping[str, str]) -> None:
 # --- migrations ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _migration_lock(engine: Any) -> Iterator[None]:
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            conn.commit()
-
-
 def _revision(engine: Any, version_table: str) -> str | None:
     from alembic.migration import MigrationContext
 
@@ -155,7 +139,7 @@ def _migrate_tracking(uri: str) -> dict[str, Any]:
 
     engine = db_utils.create_sqlalchemy_engine(uri)
     try:
-        with _migration_lock(engine):
+        with advisory_lock(engine, _MIGRATION_LOCK_ID):
             before = _revision(engine, "alembic_version")
             head = db_utils._get_latest_schema_revision()
             if db_utils._is_empty_database(engine):
@@ -174,7 +158,7 @@ def _migrate_auth(uri: str) -> dict[str, Any]:
 
     engine = create_sqlalchemy_engine(uri)
     try:
-        with _migration_lock(engine):
+        with advisory_lock(engine, _MIGRATION_LOCK_ID):
             before = _revision(engine, "alembic_version_auth")
             auth_db_utils.migrate(engine, "head")
             after = _revision(engine, "alembic_version_auth")
@@ -191,7 +175,7 @@ def _migrate_auth_ext(uri: str) -> dict[str, Any]:
 
     engine = create_sqlalchemy_engine(uri)
     try:
-        with _migration_lock(engine):
+        with advisory_lock(engine, _MIGRATION_LOCK_ID):
             return migrate_ext_tables(engine)
     finally:
         engine.dispose()

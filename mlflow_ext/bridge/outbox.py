@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mlflow_ext.bridge.events import ALIAS_CREATED, ALIAS_DELETED, TAG_SET, VERSION_CREATED, Event
 from mlflow_ext.bridge.routing import Route
+from mlflow_ext.pglock import advisory_lock
 
 SCHEMA_VERSION = 1
 ACTIVE = ("pending", "paused", "claimed", "scheduled")
@@ -179,7 +180,7 @@ def create_db_engine(uri: str) -> Engine:
 
 def migrate(engine: Engine) -> dict[str, Any]:
     """Create missing tables (idempotent); ``changed`` only when something was created."""
-    with _advisory(engine, _WORKER_LOCK_ID + 1):
+    with advisory_lock(engine, _WORKER_LOCK_ID + 1):
         before = set(inspect(engine).get_table_names())
         metadata.create_all(engine)
         after = set(inspect(engine).get_table_names())
@@ -197,21 +198,6 @@ def migrate(engine: Engine) -> dict[str, Any]:
 def schema_ready(engine: Engine) -> bool:
     names = set(inspect(engine).get_table_names())
     return all(table.name in names for table in metadata.sorted_tables)
-
-
-@contextlib.contextmanager
-def _advisory(engine: Engine, lock_id: int) -> Iterator[None]:
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
-            conn.commit()
 
 
 class WorkerLock:
