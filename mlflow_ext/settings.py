@@ -170,7 +170,7 @@ def _policy_file(value: str) -> str | None:
         return None
     if not value.startswith("/"):
         raise ValueError("must be an absolute file path")
-    from mlflow_ext.promotion.policy import load
+    from mlflow_ext.policy.rules import load
 
     try:
         load(value)

@@ -5,7 +5,7 @@ Events: ``auth.failure``, ``auth.lockout``, ``auth.locked_out`` (a refused attem
 of a service account's credential per worker and cache period), ``grant.changed`` (MLflow's grants,
 roles, users and admin flags), ``right.granted`` / ``right.revoked`` (create and promote rights),
 ``alias.protected_changed``, ``alias.protected_denied`` and ``alias.promotion_refused`` (a failed
-promotion gate, mlflow_ext.promotion.enforce).
+promotion gate, mlflow_ext.auth.promotion_gates).
 
 Each line has ``ts`` (UTC, ISO 8601), ``event``, ``actor`` (the authenticated user, if any),
 ``address`` (client address, if known) and event fields. Several workers append to one file: each

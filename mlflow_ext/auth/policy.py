@@ -13,7 +13,7 @@ tightens, so every route still has exactly one authorization decision and MLflow
   deleting one, and deleting or renaming a model or version that carries one, needs the ``promote``
   right on that model (or on ``*``) on top of MLflow's EDIT/MANAGE check. Setting or moving one also
   passes the promotion gates of ``MLFLOW_EXT_PROMOTION_POLICY`` and leaves the promotion audit tags on
-  the version (mlflow_ext.promotion.enforce), for admins too.
+  the version (mlflow_ext.auth.promotion_gates), for admins too.
 
 Denials raise ``MlflowException(PERMISSION_DENIED)``; MLflow's hook turns them into a 403 whose message
 names the missing right. An after-request hook audits grant and protected-alias changes, bumps the
@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
 from mlflow_ext.auth import authn
-from mlflow_ext.promotion import enforce as promotion
+from mlflow_ext.auth import promotion_gates as promotion
 
 _ALIAS_SUFFIX = "/mlflow/registered-models/alias"
 _DELETE_VERSION_SUFFIX = "/mlflow/model-versions/delete"

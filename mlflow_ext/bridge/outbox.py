@@ -51,9 +51,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from mlflow_ext.bridge.events import ALIAS_CREATED, ALIAS_DELETED, TAG_SET, VERSION_CREATED, Event
-from mlflow_ext.bridge.routing import Route
+from mlflow_ext.events import ALIAS_CREATED, ALIAS_DELETED, TAG_SET, VERSION_CREATED, Event
 from mlflow_ext.pglock import advisory_lock
+from mlflow_ext.routing import Route
 
 SCHEMA_VERSION = 1
 ACTIVE = ("pending", "paused", "claimed", "scheduled")

@@ -19,9 +19,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from mlflow_ext.bridge import events, signature
+from mlflow_ext import events
+from mlflow_ext.bridge import signature
 from mlflow_ext.bridge.outbox import Outbox
-from mlflow_ext.bridge.routing import Router
+from mlflow_ext.routing import Router
 
 log = logging.getLogger("mlflow_ext.bridge.receiver")
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mlflow_ext.bridge.events import ALIAS_CREATED, ALIAS_DELETED, Event
 from mlflow_ext.bridge.outbox import Outbox, now_ms
-from mlflow_ext.bridge.routing import Router
+from mlflow_ext.events import ALIAS_CREATED, ALIAS_DELETED, Event
+from mlflow_ext.routing import Router
 
 log = logging.getLogger("mlflow_ext.bridge.reconcile")
 

@@ -20,8 +20,8 @@ from mlflow_ext.bridge import feedback, outbox
 from mlflow_ext.bridge.delivery import DeliveryConfig, DeliveryWorker
 from mlflow_ext.bridge.receiver import Receiver, serve_in_thread
 from mlflow_ext.bridge.reconcile import Reconciler
-from mlflow_ext.bridge.routing import Router
 from mlflow_ext.errors import ConfigError
+from mlflow_ext.routing import Router
 
 log = logging.getLogger("mlflow_ext.bridge")
 
@@ -59,7 +59,7 @@ def export_client_env(values: Mapping[str, Any]) -> None:
 
 
 def gocd_client(values: Mapping[str, Any]) -> Any:
-    from mlflow_ext.gocd.client import GoCDClient
+    from mlflow_ext.clients.gocd import GoCDClient
 
     token = values["MLFLOW_EXT_BRIDGE_GOCD_TOKEN"]
     return GoCDClient(

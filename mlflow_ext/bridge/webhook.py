@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from mlflow_ext.bridge.events import SUBSCRIBED
+from mlflow_ext.events import SUBSCRIBED
 
 DEFAULT_NAME = "mlflow-ext-bridge"
 

@@ -231,7 +231,8 @@ def retry(
 @output_option
 def check(env_file: str | None, output: str) -> None:
     """Validate the bridge's environment and routing file; show the settings, secrets masked."""
-    from mlflow_ext.bridge import routing, service
+    from mlflow_ext import routing
+    from mlflow_ext.bridge import service
 
     values = service.resolve(settings.apply_env_file(env_file))
     routes = routing.load(values["MLFLOW_EXT_BRIDGE_ROUTES"])

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from mlflow_ext.commands.options import dry_run_option, emit, output_option
-from mlflow_ext.promotion import policy as policy_file
+from mlflow_ext.policy import rules as policy_file
 from mlflow_ext.promotion import promote as library
 from mlflow_ext.promotion.promote import Outcome, PromotionRejectedWithResult
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from mlflow_ext.auth import routes
-from mlflow_ext.auth.client import AuthClient
+from mlflow_ext.clients.auth import AuthClient
 from mlflow_ext.commands.options import dry_run_option, emit, output_option
 
 USERS_API = "/api/2.0/mlflow/users"

@@ -41,9 +41,9 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import names
+from mlflow_ext.routing import BRIDGE_VARIABLES
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # MLflow reserves these alias names.

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_ext.errors import MlflowExtError, PromotionRejected
-from mlflow_ext.promotion import audit
-from mlflow_ext.promotion.gates import (
+from mlflow_ext.policy import audit
+from mlflow_ext.policy.gates import (
     Candidate,
     GateResult,
     evaluate,
@@ -30,7 +30,7 @@ from mlflow_ext.promotion.gates import (
     read_version,
     refusal,
 )
-from mlflow_ext.promotion.policy import BUILTIN, Policy
+from mlflow_ext.policy.rules import BUILTIN, Policy
 
 _logger = logging.getLogger(__name__)
 

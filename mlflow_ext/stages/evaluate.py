@@ -33,7 +33,7 @@ from typing import Any
 
 from mlflow_ext.errors import StageFailed
 from mlflow_ext.lineage import PROMOTION_FROM_VERSION
-from mlflow_ext.promotion.audit import PROMOTION_ACTION, PROMOTION_ALIAS
+from mlflow_ext.policy.audit import PROMOTION_ACTION, PROMOTION_ALIAS
 from mlflow_ext.stages.common import get_version, mlflow_message, version_run_id
 
 TAG_MODEL = "evaluation.model"

@@ -23,7 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
+from mlflow_ext.routing import BRIDGE_VARIABLES
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.environ import patched_environ
 from tests.support.fake_gocd import FakeGoCD
@@ -53,7 +53,7 @@ class _DirectReceiver(ThreadingHTTPServer):
     def __init__(self, port: int, secret: str, gocd_url: str, tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
-        from mlflow_ext.gocd.client import GoCDClient
+        from mlflow_ext.clients.gocd import GoCDClient
 
         self.secret = secret
         self.gocd = GoCDClient(gocd_url, token=TOKEN)
@@ -70,7 +70,8 @@ class _DirectHandler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        from mlflow_ext.bridge import events, signature
+        from mlflow_ext import events
+        from mlflow_ext.bridge import signature
 
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         status = 200
@@ -213,7 +214,7 @@ def run(results_dir: Path) -> list[dict]:
             assert len(scheduled) == total and len(keys) == total, "bench: backlog lost or doubled a trigger"
 
             # Baseline: the same triggers, straight to GoCD from one client.
-            from mlflow_ext.gocd.client import GoCDClient
+            from mlflow_ext.clients.gocd import GoCDClient
 
             straight = GoCDClient(gocd.url, token=TOKEN)
             started = time.monotonic()

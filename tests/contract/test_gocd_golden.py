@@ -130,8 +130,8 @@ def test_schema_file_ships_with_the_package():
 
 
 def test_the_bridge_reads_the_generated_routing_file():
-    from mlflow_ext.bridge import routing
-    from mlflow_ext.bridge.events import ALIAS_CREATED, Event
+    from mlflow_ext import routing
+    from mlflow_ext.events import ALIAS_CREATED, Event
 
     routes = routing.load(str(GOLDEN / "routes.yaml"))
     found = catalog.load(GOLDEN / "catalog.yaml")

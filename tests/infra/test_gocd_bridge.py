@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
+from mlflow_ext.routing import BRIDGE_VARIABLES
 from mlflow_ext.run_context import CODE_COMMIT, DATA_PREFIX
 from mlflow_ext.settings import read_env_file
 from tests.infra.conftest import (
@@ -215,7 +215,7 @@ def test_webhook_registration_is_idempotent(host, secrets, tmp_path):
 
 
 def test_bridge_account_reads_and_tags_every_model(admin_env):
-    from mlflow_ext.auth.client import AuthClient
+    from mlflow_ext.clients.auth import AuthClient
 
     with patched_environ(admin_env):
         answer = AuthClient(TRACKING_URI).call(
@@ -237,7 +237,7 @@ def fake_gocd(host, bridge: BridgeSetup):
     the runs of earlier sessions (it matches a trigger to the first run of its user above the highest counter
     it owns). So another user first runs the pipeline up to that counter, as a long-lived GoCD would have.
     """
-    from mlflow_ext.gocd.client import GoCDClient
+    from mlflow_ext.clients.gocd import GoCDClient
 
     status = json.loads(
         host.check_output(f"{CLI} bridge status --output json --limit 1000 --env-file {ENV_FILE}")

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from mlflow_ext.bridge import signature
-from mlflow_ext.bridge.routing import BRIDGE_VARIABLES
+from mlflow_ext.routing import BRIDGE_VARIABLES
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.fake_gocd import FakeGoCD
 from tests.support.services import VENV_BIN, http_ok, running_platform, stop_process, wait_for

@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from mlflow_ext.gocd.client import GoCDClient
+from mlflow_ext.clients.gocd import GoCDClient
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.fake_gocd import FakeGoCD
 from tests.support.gitrepo import git

@@ -10,9 +10,9 @@ import pytest
 
 from mlflow_ext.bridge import outbox as outbox_module
 from mlflow_ext.bridge.delivery import DeliveryConfig, DeliveryWorker, VersionMissing
-from mlflow_ext.bridge.events import ALIAS_CREATED, Event
-from mlflow_ext.bridge.routing import BRIDGE_VARIABLES, Route
-from mlflow_ext.gocd.client import GoCDClient
+from mlflow_ext.clients.gocd import GoCDClient
+from mlflow_ext.events import ALIAS_CREATED, Event
+from mlflow_ext.routing import BRIDGE_VARIABLES, Route
 from tests.support.fake_gocd import FakeGoCD
 
 USER = "bridge-bot"

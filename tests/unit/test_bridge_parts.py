@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_ext import settings
-from mlflow_ext.bridge import events, routing, signature, webhook
-from mlflow_ext.bridge.events import Event
+from mlflow_ext import events, routing, settings
+from mlflow_ext.bridge import signature, webhook
 from mlflow_ext.errors import ConfigError
+from mlflow_ext.events import Event
 
 SECRET = "s3cret-s3cret-s3cret"
 BODY = json.dumps(

@@ -13,7 +13,7 @@ import requests
 from mlflow_ext.bridge import outbox as outbox_module
 from mlflow_ext.bridge import signature
 from mlflow_ext.bridge.receiver import Receiver, serve_in_thread
-from mlflow_ext.bridge.routing import Router
+from mlflow_ext.routing import Router
 
 SECRET = "receiver-secret-0123456789"
 

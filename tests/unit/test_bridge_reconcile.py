@@ -7,9 +7,9 @@ import time
 import pytest
 
 from mlflow_ext.bridge import outbox as outbox_module
-from mlflow_ext.bridge.events import ALIAS_CREATED, Event
 from mlflow_ext.bridge.reconcile import Reconciler
-from mlflow_ext.bridge.routing import Router
+from mlflow_ext.events import ALIAS_CREATED, Event
+from mlflow_ext.routing import Router
 
 
 class StubRegistry:

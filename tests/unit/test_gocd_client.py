@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from mlflow_ext.clients.gocd import GoCDClient
 from mlflow_ext.errors import ConfigError, GoCDRejected, GoCDUnavailable
-from mlflow_ext.gocd.client import GoCDClient
 from tests.support.fake_gocd import FakeGoCD
 
 TOKEN = "tok-a8d1e07c5b"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlflow_ext.errors import PromotionRejected
-from mlflow_ext.promotion import audit
-from mlflow_ext.promotion.gates import Candidate, evaluate, failed, refusal, training_fingerprints
-from mlflow_ext.promotion.policy import MetricRule, Rules
+from mlflow_ext.policy import audit
+from mlflow_ext.policy.gates import Candidate, evaluate, failed, refusal, training_fingerprints
+from mlflow_ext.policy.rules import MetricRule, Rules
 from mlflow_ext.promotion.promote import PromotionError, deploy_tags
 
 LINEAGE = {

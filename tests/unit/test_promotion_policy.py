@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_ext import settings
 from mlflow_ext.errors import ConfigError
-from mlflow_ext.promotion.policy import BUILTIN, MetricRule, load, load_optional, parse
+from mlflow_ext.policy.rules import BUILTIN, MetricRule, load, load_optional, parse
 from tests.support.services import VENV_BIN
 
 EXAMPLE = """\
@@ -183,7 +183,7 @@ def test_cli_refuses_a_bad_policy_before_touching_the_registry(tmp_path: Path):
 def test_server_rereads_a_changed_file_and_fails_closed_while_it_is_broken(tmp_path: Path):
     import os
 
-    from mlflow_ext.promotion import enforce
+    from mlflow_ext.auth import promotion_gates as enforce
 
     path = tmp_path / "policy.yaml"
     path.write_text(EXAMPLE)

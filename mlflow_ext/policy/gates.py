@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from mlflow_ext import run_context as keys
-from mlflow_ext.promotion.policy import CODE, TRAINING_DATA, MetricRule, Rules
+from mlflow_ext.policy.rules import CODE, TRAINING_DATA, MetricRule, Rules
 
 # MLflow's own commit tag, accepted like mlflow_ext.lineage does for runs logged without mlflow_ext.
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"

@@ -26,9 +26,9 @@ import threading
 from typing import Any
 
 from mlflow_ext.errors import ConfigError
-from mlflow_ext.promotion import audit
-from mlflow_ext.promotion.gates import StoreReader, evaluate, failed, read_holder, read_version, refusal
-from mlflow_ext.promotion.policy import Policy, load
+from mlflow_ext.policy import audit
+from mlflow_ext.policy.gates import StoreReader, evaluate, failed, read_holder, read_version, refusal
+from mlflow_ext.policy.rules import Policy, load
 
 _RESTORE = "_mlflow_ext_promotion_restore"
 

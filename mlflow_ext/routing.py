@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from mlflow_ext.bridge.events import ALIAS_CREATED, ROUTABLE, TAG_SET, VERSION_CREATED, Event
 from mlflow_ext.errors import ConfigError
+from mlflow_ext.events import ALIAS_CREATED, ROUTABLE, TAG_SET, VERSION_CREATED, Event
 
 # The variables the bridge sets itself; routes cannot redefine them.
 BRIDGE_VARIABLES = (
