@@ -14,15 +14,13 @@ help:  ## list the targets
 
 $(TOOLS_VENV)/.installed: requirements/tools.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
-	$(TOOLS_VENV)/bin/pip install -q -r requirements/tools.txt
+	$(TOOLS_VENV)/bin/pip install -q --require-hashes -r requirements/tools.txt
 	touch $@
 
-$(DEV_VENV)/.installed: requirements/server.lock requirements/dev.txt requirements/tools.txt pyproject.toml
+$(DEV_VENV)/.installed: requirements/server.lock requirements/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install -q --upgrade pip
-	$(DEV_VENV)/bin/pip install -q -r requirements/server.lock -r requirements/dev.txt
-	$(DEV_VENV)/bin/pip install -q --no-deps -e .
+	$(DEV_VENV)/bin/pip install -q --require-hashes -r requirements/server.lock -r requirements/dev.txt
+	$(DEV_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 up: $(TOOLS_VENV)/.installed  ## provision the whole platform on this host
