@@ -1,22 +1,22 @@
 """mlflow_ext: the MLflow plugin package of mlflow-platform.
 
-Importing it does no work: MLflow loads its entry points on every `import mlflow`.
+Importing it does no work: MLflow loads its entry points on every `import mlflow`, so modules import
+MLflow, boto3 and the like inside the functions that need them.
+
+Layers, each importing only from the ones below it (tests/contract/test_layers.py keeps it so):
+
+- entry points: ``cli`` and ``commands`` (the `mlflow-ext` CLI), ``server`` (the server entrypoint);
+- features, which never import each other: ``auth`` (the server's auth app), ``promotion`` (promote,
+  rollback, report), ``bridge`` (registry events to GoCD runs), ``gocd`` (the pipeline generator),
+  ``stages`` (the pipelines' stage commands);
+- shared pieces: ``lineage``, ``data``, ``run_context``, ``artifacts``, ``policy`` (the promotion
+  policy and its gates), ``events`` and ``routing`` (the bridge's contract with the generator),
+  ``clients`` (GoCD's and the auth app's REST APIs);
+- the foundation: ``settings``, ``errors``, ``pglock``, ``mlflow_internals``.
 """
+
+from mlflow_ext.data import log_data
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports it on first use
-    from mlflow_ext.data import log_data
-
 __all__ = ["__version__", "log_data"]
-
-
-def __getattr__(name: str) -> object:
-    # `mlflow_ext.log_data` without importing mlflow_ext.data (and boto3, pyarrow, mlflow) up front.
-    if name == "log_data":
-        from mlflow_ext.data import log_data
-
-        return log_data
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

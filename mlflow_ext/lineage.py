@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlflow_ext import run_context as keys
+from mlflow_ext.data import tag_name
 from mlflow_ext.errors import MlflowExtError
 
 # Model-version tags the promotion workflow sets; shown as MISSING until it has run.
@@ -312,8 +313,6 @@ def _prefixed(tags: Mapping[str, str], prefix: str, single: str | None = None) -
 
 def _datasets(run: Any, tags: Mapping[str, str]) -> list[DatasetInfo]:
     """Dataset inputs of the run, completed by the lineage.data.<name>.* tags of log_data."""
-    from mlflow_ext.data import tag_name
-
     found: list[DatasetInfo] = []
     seen: set[str] = set()
     inputs = getattr(run, "inputs", None)

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from mlflow_ext import settings
 from mlflow_ext.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
@@ -225,22 +226,9 @@ def tag_table_markdown() -> str:
 # --- settings ---
 
 
-def _setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """A client setting parsed by the registry; ConfigError names the variable, never the value."""
-    from mlflow_ext import settings
-
-    setting = settings.BY_NAME[name]
-    environ = os.environ if environ is None else environ
-    raw = environ.get(name, "") or setting.default or ""
-    try:
-        return setting.parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} {exc}") from None
-
-
 def enabled_groups(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Groups chosen by MLFLOW_EXT_RUN_TAGS. Raises ConfigError when it names an unknown group."""
-    return tuple(_setting("MLFLOW_EXT_RUN_TAGS", environ))
+    return tuple(settings.get("MLFLOW_EXT_RUN_TAGS", environ))
 
 
 # --- code: git ---
@@ -666,10 +654,10 @@ def collect(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], _
         try:
             if group == "code":
                 try:
-                    limit = int(_setting("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", environ))
+                    limit = int(settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", environ))
                 except ConfigError as exc:
                     _logger.warning("mlflow_ext: %s; using the default", exc)
-                    limit = int(_setting("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {}))
+                    limit = int(settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {}))
                 code = _first_repository(limit)
                 tags.update(code.tags)
                 diff = code.diff

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlflow_ext import settings
+from mlflow_ext.auth.store import migrate as migrate_ext_tables
 from mlflow_ext.errors import ConfigError, MigrationError
 from mlflow_ext.pglock import advisory_lock
+from mlflow_ext.policy import rules
 
 # One advisory lock id for every migrating process, so hosts starting at once do not race.
 _MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
@@ -23,6 +25,13 @@ _MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
 def resolve(environ: Mapping[str, str]) -> dict[str, Any]:
     """Validated settings with defaults and derived values filled in."""
     values = settings.load(environ)
+    if values["MLFLOW_EXT_PROMOTION_POLICY"]:
+        try:
+            rules.load(values["MLFLOW_EXT_PROMOTION_POLICY"])
+        except ConfigError as exc:
+            raise ConfigError(
+                f"invalid configuration:\n  MLFLOW_EXT_PROMOTION_POLICY is not a usable policy: {exc}"
+            ) from None
     if values["MLFLOW_WORKERS"] is None:
         values["MLFLOW_WORKERS"] = max(2, os.cpu_count() or 1)
     return values
@@ -170,8 +179,6 @@ def _migrate_auth(uri: str) -> dict[str, Any]:
 def _migrate_auth_ext(uri: str) -> dict[str, Any]:
     """mlflow-ext-auth's own tables (tokens, rights, lockouts) beside MLflow's auth schema."""
     from mlflow.store.db.utils import create_sqlalchemy_engine
-
-    from mlflow_ext.auth.store import migrate as migrate_ext_tables
 
     engine = create_sqlalchemy_engine(uri)
     try:

@@ -24,6 +24,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mlflow_ext.auth import asgi, authn, config, policy, routes
+from mlflow_ext.auth.audit import AuditLog
+from mlflow_ext.auth.cache import CredentialCache
+from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
+from mlflow_ext.auth.store import ExtStore, generation_engine
+
 AUTHORIZATION_FUNCTION = "mlflow_ext.auth.authn:authenticate_request"
 
 
@@ -31,16 +37,11 @@ def create_app() -> Any:
     # Deny by default: a route no validator covers is refused (MLflow's opt-in fail-closed net).
     os.environ.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
 
+    # MLflow's server modules build their Flask app when imported: only here, in the worker.
     import mlflow.server.auth as auth_module
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_STATE
     from mlflow.server import app as flask_app
-
-    from mlflow_ext.auth import asgi, authn, config, policy, routes
-    from mlflow_ext.auth.audit import AuditLog
-    from mlflow_ext.auth.cache import CredentialCache
-    from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
-    from mlflow_ext.auth.store import ExtStore, generation_engine
 
     if auth_module.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
         raise MlflowException(

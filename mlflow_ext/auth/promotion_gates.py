@@ -21,10 +21,9 @@ a file that has become invalid refuses protected-alias moves (fail closed) until
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import Any
 
+from mlflow_ext.auth import authn
 from mlflow_ext.errors import ConfigError
 from mlflow_ext.policy import audit
 from mlflow_ext.policy.gates import StoreReader, evaluate, failed, read_holder, read_version, refusal
@@ -33,52 +32,20 @@ from mlflow_ext.policy.rules import Policy, load
 _RESTORE = "_mlflow_ext_promotion_restore"
 
 
-class PolicyFile:
-    """The configured policy, reloaded when the file changes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._policy: Policy | None = None
-        self._error: str | None = None
-        self.get()  # a bad file fails the app's start with ConfigError
-
-    def _stat(self) -> tuple[int, int]:
-        try:
-            info = os.stat(self.path)
-        except OSError as exc:
-            raise ConfigError(f"promotion policy {self.path}: cannot read: {exc.strerror or exc}") from None
-        return info.st_mtime_ns, info.st_size
-
-    def get(self) -> Policy:
-        with self._lock:
-            try:
-                stamp = self._stat()
-                if stamp != self._stamp:
-                    self._policy, self._error, self._stamp = load(self.path), None, stamp
-            except ConfigError as exc:
-                self._error = str(exc)
-                self._stamp = None
-                if self._policy is None:
-                    raise
-            if self._error is not None:
-                raise ConfigError(self._error)
-            assert self._policy is not None
-            return self._policy
-
-
-_policy_file: PolicyFile | None = None
+_policy_path: str | None = None
 
 
 def configure(path: str | None) -> None:
     """Called once when the app is created. Raises ConfigError when the file is invalid."""
-    global _policy_file
-    _policy_file = PolicyFile(path) if path else None
+    global _policy_path
+    if path:
+        load(path)
+    _policy_path = path
 
 
 def configured_policy() -> Policy | None:
-    return _policy_file.get() if _policy_file is not None else None
+    """The configured policy as the file is now: a changed file is read again, a broken one raises."""
+    return load(_policy_path) if _policy_path else None
 
 
 def _reader() -> StoreReader:
@@ -150,8 +117,6 @@ def check(change: dict[str, Any], username: str) -> None:
 
 
 def _audit_refusal(username: str, name: str, version: str, alias: str, gates: list[str]) -> None:
-    from mlflow_ext.auth import authn
-
     authn.state().audit.record(
         "alias.promotion_refused",
         actor=username,

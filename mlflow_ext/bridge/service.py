@@ -20,6 +20,8 @@ from mlflow_ext.bridge import feedback, outbox
 from mlflow_ext.bridge.delivery import DeliveryConfig, DeliveryWorker
 from mlflow_ext.bridge.receiver import Receiver, serve_in_thread
 from mlflow_ext.bridge.reconcile import Reconciler
+from mlflow_ext.bridge.registry import MlflowRegistry
+from mlflow_ext.clients.gocd import GoCDClient
 from mlflow_ext.errors import ConfigError
 from mlflow_ext.routing import Router
 
@@ -58,9 +60,7 @@ def export_client_env(values: Mapping[str, Any]) -> None:
         os.environ.setdefault(name, value)
 
 
-def gocd_client(values: Mapping[str, Any]) -> Any:
-    from mlflow_ext.clients.gocd import GoCDClient
-
+def gocd_client(values: Mapping[str, Any]) -> GoCDClient:
     token = values["MLFLOW_EXT_BRIDGE_GOCD_TOKEN"]
     return GoCDClient(
         values["MLFLOW_EXT_BRIDGE_GOCD_URL"],
@@ -86,8 +86,6 @@ def _configure_logging() -> None:
 
 def serve(values: Mapping[str, Any]) -> None:
     """Run until SIGTERM/SIGINT."""
-    from mlflow_ext.bridge.registry import MlflowRegistry
-
     _configure_logging()
     export_client_env(values)
     router = Router(values["MLFLOW_EXT_BRIDGE_ROUTES"])

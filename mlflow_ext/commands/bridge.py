@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from mlflow_ext import settings
+from mlflow_ext import routing, settings
+from mlflow_ext.bridge import outbox, service, webhook
 from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option
 from mlflow_ext.errors import ConfigError
 
@@ -29,8 +30,6 @@ def bridge_group() -> None:
 @env_file_option
 def serve(env_file: str | None) -> None:
     """Receive webhooks, deliver to GoCD, reconcile with the registry (until SIGTERM)."""
-    from mlflow_ext.bridge import service
-
     service.serve(service.resolve(settings.apply_env_file(env_file)))
 
 
@@ -39,8 +38,6 @@ def serve(env_file: str | None) -> None:
 @output_option
 def migrate(env_file: str | None, output: str) -> None:
     """Create the outbox schema; `changed` is true only when something was created."""
-    from mlflow_ext.bridge import outbox
-
     values = _subset(env_file, ["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     engine = outbox.create_db_engine(values["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     try:
@@ -72,8 +69,6 @@ def migrate(env_file: str | None, output: str) -> None:
 def register_webhook(env_file: str | None, url: str, name: str, dry_run: bool, output: str) -> None:
     """Create or update the MLflow webhook (admin credentials from the environment); idempotent."""
     from mlflow import MlflowClient
-
-    from mlflow_ext.bridge import service, webhook
 
     values = _subset(
         env_file,
@@ -145,8 +140,6 @@ def _describe(row: Any) -> dict[str, Any]:
 @output_option
 def status(env_file: str | None, limit: int, output: str) -> None:
     """Pending, paused and parked triggers (with GoCD's message) and the latest delivered ones."""
-    from mlflow_ext.bridge import service
-
     values = _subset(env_file, ["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     box = service.open_outbox(values["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     try:
@@ -198,8 +191,6 @@ def retry(
     env_file: str | None, row_ids: tuple[int, ...], all_parked: bool, dry_run: bool, output: str
 ) -> None:
     """Requeue parked triggers (by id, or --all-parked) once their cause is fixed."""
-    from mlflow_ext.bridge import service
-
     if bool(row_ids) == all_parked:
         raise click.UsageError("give trigger ids or --all-parked (not both)")
     values = _subset(env_file, ["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
@@ -231,9 +222,6 @@ def retry(
 @output_option
 def check(env_file: str | None, output: str) -> None:
     """Validate the bridge's environment and routing file; show the settings, secrets masked."""
-    from mlflow_ext import routing
-    from mlflow_ext.bridge import service
-
     values = service.resolve(settings.apply_env_file(env_file))
     routes = routing.load(values["MLFLOW_EXT_BRIDGE_ROUTES"])
     shown = settings.masked(values)

@@ -9,6 +9,8 @@ import click
 
 from mlflow_ext.commands.options import emit, output_option
 from mlflow_ext.errors import PipelineError
+from mlflow_ext.gocd import catalog as catalog_mod
+from mlflow_ext.gocd import pipelines, validate
 
 
 @click.group("gocd")
@@ -75,9 +77,6 @@ def generate_command(
     output: str,
 ) -> None:
     """Write one *.gocd.yaml per model (or team): a build pipeline and a release pipeline per alias."""
-    from mlflow_ext.gocd import catalog as catalog_mod
-    from mlflow_ext.gocd import pipelines
-
     if catalog_path is None and not from_registry:
         raise click.UsageError("give --catalog, --from-registry, or both")
     base = catalog_mod.load(catalog_path) if catalog_path else None
@@ -122,8 +121,6 @@ def generate_command(
 @output_option
 def validate_command(paths: tuple[str, ...], routes_path: str | None, output: str) -> None:
     """Check *.gocd.yaml files (or directories of them) against the format_version 10 schema and rules."""
-    from mlflow_ext.gocd import validate
-
     report = validate.validate_paths(paths, routes_path)
     summary: dict[str, Any] = {
         "files": report.files,

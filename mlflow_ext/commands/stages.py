@@ -13,7 +13,8 @@ import click
 
 from mlflow_ext.commands.options import dry_run_option, emit, output_option
 from mlflow_ext.errors import ConfigError, StageFailed
-from mlflow_ext.stages import common
+from mlflow_ext.stages import common, evaluate, register, smoke_test, verify_data
+from mlflow_ext.stages.deploy import DeployRequest, get_target
 
 DEPLOY_TAG_TARGET = "deploy.target"
 DEPLOY_TAG_NAME = "deploy.name"
@@ -96,8 +97,6 @@ def register_command(
     Finds the newest finished run tagged lineage.ci.pipeline/counter = GO_PIPELINE_NAME/COUNTER that
     logged a model. Registering the same instance again returns the same version.
     """
-    from mlflow_ext.stages import register
-
     pipeline, counter = _blank(pipeline), _blank(counter)
     if not pipeline or not counter:
         raise ConfigError(
@@ -149,8 +148,6 @@ def verify_data_command(
     output: str,
 ) -> None:
     """Check that DATA is the test data the model version recorded: fingerprint, columns, types, rows."""
-    from mlflow_ext.stages import verify_data
-
     client = _client(tracking_uri)
     name = common.model_name(_blank(model))
     found = common.resolve_version(client, name, _blank(version))
@@ -207,8 +204,6 @@ def evaluate_command(
 
     Candidate: --version / MLFLOW_MODEL_VERSION, or in a build pipeline the version it registered.
     """
-    from mlflow_ext.stages import evaluate
-
     client = _client(tracking_uri)
     name = common.model_name(_blank(model))
     found = common.resolve_version(client, name, _blank(version))
@@ -234,7 +229,6 @@ def evaluate_command(
 
 
 def _target(name: str, root: str | None, mode: str | None, options: tuple[str, ...]) -> Any:
-    from mlflow_ext.stages.deploy import get_target
 
     config: dict[str, str] = {}
     for item in options:
@@ -330,8 +324,6 @@ def deploy_command(
     output: str,
 ) -> None:
     """Serve a registered model version on a deploy target, under the name <model>-<alias>."""
-    from mlflow_ext.stages.deploy import DeployRequest
-
     target = _target(target_name, root, mode, options)
     deployment_name = _deployment_name(name, model, alias, version)
     if action:
@@ -438,8 +430,6 @@ def smoke_test_command(
     output: str,
 ) -> None:
     """Send rows of DATA to the deployment's /invocations and check the answers."""
-    from mlflow_ext.stages import smoke_test
-
     target = _target(target_name, root, mode, options)
     deployment_name = _deployment_name(name, model, alias, version)
     _client(tracking_uri)  # the signature, and with --compare the model, come from the registry

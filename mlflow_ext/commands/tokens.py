@@ -14,8 +14,10 @@ from typing import Any
 
 import click
 
+from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
 from mlflow_ext.auth import routes
+from mlflow_ext.auth.provision import ensure_service_account as ensure
 from mlflow_ext.auth.tokens import parse_duration
 from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option
 from mlflow_ext.commands.users import admin_client, client_options
@@ -152,9 +154,6 @@ def ensure_service_account(
     output: str,
 ) -> None:
     """Provisioning: create the service account and its token if needed (idempotent, prints `changed`)."""
-    from mlflow_ext import server as entrypoint
-    from mlflow_ext.auth.provision import ensure_service_account as ensure
-
     values = entrypoint.resolve(settings.apply_env_file(env_file))
     report = ensure(values, username, token_name, token_file, expires_in, rights, dry_run)
     emit(report, output)

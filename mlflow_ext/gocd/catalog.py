@@ -42,7 +42,7 @@ from typing import Any, TypeGuard
 import yaml
 
 from mlflow_ext.errors import PipelineError
-from mlflow_ext.gocd import names
+from mlflow_ext.gocd import names, validate
 from mlflow_ext.routing import BRIDGE_VARIABLES
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -167,9 +167,7 @@ def load(path: str | Path, tracking_uri: str | None = None) -> Catalog:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PipelineError(f"{source}: cannot read the catalog: {exc.strerror or exc}") from exc
-    from mlflow_ext.gocd import validate  # the same YAML reading as the validator (duplicate keys refused)
-
-    try:
+    try:  # the same YAML reading as the validator: duplicate keys refused
         data = validate.load_text(text)
     except yaml.YAMLError as exc:
         raise PipelineError(f"{source}: {validate.yaml_message(exc)}") from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_ext.errors import PipelineError
-from mlflow_ext.gocd import emit, names
+from mlflow_ext.gocd import emit, names, validate
 from mlflow_ext.gocd.catalog import Alias, Catalog, Model
 
 FORMAT_VERSION = 10
@@ -202,8 +202,6 @@ _RENDERING: dict[str, Any] = {}
 def _render_one(name: str) -> tuple[str, str | None, list[Any], dict[str, tuple[str, ...]]]:
     """Build, write and check one file; into the staging folder when there is one (then no text comes
     back). Runs in worker processes for large catalogs."""
-    from mlflow_ext.gocd import validate
-
     built = document(_RENDERING["files"][name], _RENDERING["catalog"])
     text = emit.dump(built, _RENDERING["header"])
     issues = validate.default_validator().check_document(built, name, text)
@@ -231,8 +229,6 @@ def _render(
 ) -> tuple[dict[str, str | None], dict[str, tuple[str, ...]]]:
     """The files' texts (written into ``folder`` instead, if given), and the variables each pipeline
     declares at pipeline level."""
-    from mlflow_ext.gocd import validate
-
     files = files_of(catalog, per)
     _RENDERING.update(
         files=files, catalog=catalog, header=header(catalog), folder=str(folder) if folder else None
@@ -301,8 +297,6 @@ def write(
     try:
         rendered, declared = _render(catalog, per, folder=staging)
         if routes_file is not None:
-            from mlflow_ext.gocd import validate
-
             route_data = routes(catalog)
             problems = validate.check_routes(route_data, str(routes_file), declared)
             if problems:

@@ -39,7 +39,7 @@ import yaml
 
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import fastyaml, names
-from mlflow_ext.gocd.catalog import BRIDGE_VARIABLES
+from mlflow_ext.routing import BRIDGE_VARIABLES
 
 SCHEMA_FILE = "gocd-config-v10.schema.json"
 SUFFIXES = (".gocd.yaml", ".gocd.yml")

@@ -29,9 +29,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import yaml
 
 from mlflow_ext.errors import ConfigError
 
@@ -239,10 +243,15 @@ def parse(data: Any, path: str = "<policy>") -> Policy:
     return Policy(path=path, defaults=defaults, entries=tuple(entries))
 
 
-def load(path: str) -> Policy:
-    """Read and validate a policy file. Raises ConfigError naming the file, entry and problem."""
-    import yaml
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"promotion policy {path}: cannot read: {exc.strerror or exc}") from None
+    return info.st_mtime_ns, info.st_size
 
+
+def _read(path: str) -> Policy:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -256,6 +265,24 @@ def load(path: str) -> Policy:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"promotion policy {path}: {at}not valid YAML: {problem}") from None
     return parse(data, path)
+
+
+# Each version of a file (modification time and size) is parsed once per process; a file that does not
+# parse is read again on the next call, so a fixed file is picked up and a broken one keeps failing.
+_parsed: dict[str, tuple[tuple[int, int], Policy]] = {}
+_parsed_lock = threading.Lock()
+
+
+def load(path: str) -> Policy:
+    """Read and validate a policy file. Raises ConfigError naming the file, entry and problem."""
+    stamp = _stamp(path)
+    with _parsed_lock:
+        known = _parsed.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        policy = _read(path)
+        _parsed[path] = (stamp, policy)
+        return policy
 
 
 def load_optional(path: str | None) -> Policy:

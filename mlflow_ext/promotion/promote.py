@@ -31,6 +31,7 @@ from mlflow_ext.policy.gates import (
     refusal,
 )
 from mlflow_ext.policy.rules import BUILTIN, Policy
+from mlflow_ext.run_context import pipeline_url
 
 _logger = logging.getLogger(__name__)
 
@@ -306,8 +307,6 @@ def deploy_tags(
     at: str | None = None,
 ) -> dict[str, str | None]:
     """The deploy.* tags of one report; None removes a tag left by an earlier report."""
-    from mlflow_ext.run_context import pipeline_url
-
     if status not in DEPLOY_STATUSES:
         raise PromotionError(f"status must be one of {', '.join(DEPLOY_STATUSES)}, got {status!r}")
     pipeline = environ.get("GO_PIPELINE_NAME") or None

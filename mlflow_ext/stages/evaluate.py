@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlflow_ext.data import log_data
 from mlflow_ext.errors import StageFailed
 from mlflow_ext.lineage import PROMOTION_FROM_VERSION
 from mlflow_ext.policy.audit import PROMOTION_ACTION, PROMOTION_ALIAS
@@ -346,8 +347,6 @@ def evaluate(
     """Score ``version`` (and its baseline) on ``data``, log the evaluation run, tag the version."""
     import mlflow
     import mlflow.pyfunc
-
-    from mlflow_ext.data import log_data
 
     name, number = version.name, str(version.version)
     frame = load_table(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from sqlalchemy import create_engine
 
@@ -146,4 +148,5 @@ def test_auth_settings_parse_and_name_bad_variables():
 
 
 def test_every_auth_setting_is_in_the_registry():
-    assert set(config.AUTH_SETTINGS) <= set(settings.BY_NAME)
+    names = [f.metadata["setting"] for f in dataclasses.fields(config.AuthSettings)]
+    assert set(names) <= set(settings.BY_NAME) and len(names) == len(set(names))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_ext import settings
+from mlflow_ext import server, settings
 from mlflow_ext.errors import ConfigError
+from mlflow_ext.policy import rules
 from mlflow_ext.policy.rules import BUILTIN, MetricRule, load, load_optional, parse
 from tests.support.services import VENV_BIN
 
@@ -139,27 +140,37 @@ def test_parse_without_a_file_names_a_placeholder():
         parse([])
 
 
-def test_server_setting_validates_the_file(tmp_path: Path):
+def test_server_entrypoint_validates_the_file(tmp_path: Path):
     setting = settings.BY_NAME["MLFLOW_EXT_PROMOTION_POLICY"]
-    good = tmp_path / "good.yaml"
-    good.write_text(EXAMPLE)
-    assert setting.parse(str(good)) == str(good)
     assert setting.parse("") is None
     with pytest.raises(ValueError, match="absolute file path"):
         setting.parse("policy.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text(EXAMPLE)
+    environ = {
+        "MLFLOW_BACKEND_STORE_URI": "sqlite:///x.db",
+        "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/",
+        "MLFLOW_EXT_APP_NAME": "none",
+        "MLFLOW_EXT_PROMOTION_POLICY": str(good),
+    }
+    assert server.resolve(environ)["MLFLOW_EXT_PROMOTION_POLICY"] == str(good)
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  - {name: a, metrics: {acc: {min: x}}}\n")
-    with pytest.raises(ValueError, match=r"models\[0\] \(name 'a'\): metric 'acc': min must be a number"):
-        setting.parse(str(bad))
-    with pytest.raises(ConfigError, match="MLFLOW_EXT_PROMOTION_POLICY is not a usable policy"):
-        settings.load(
-            {
-                "MLFLOW_BACKEND_STORE_URI": "sqlite:///x.db",
-                "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/",
-                "MLFLOW_EXT_APP_NAME": "none",
-                "MLFLOW_EXT_PROMOTION_POLICY": str(bad),
-            }
-        )
+    with pytest.raises(ConfigError, match="MLFLOW_EXT_PROMOTION_POLICY is not a usable policy") as error:
+        server.resolve({**environ, "MLFLOW_EXT_PROMOTION_POLICY": str(bad)})
+    assert "models[0] (name 'a'): metric 'acc': min must be a number" in str(error.value)
+
+
+def test_a_policy_file_is_parsed_once_per_version(tmp_path: Path, monkeypatch):
+    path = tmp_path / "policy.yaml"
+    path.write_text(EXAMPLE)
+    reads = []
+    real_read = rules._read
+    monkeypatch.setattr(rules, "_read", lambda p: reads.append(p) or real_read(p))
+    first = rules.load(str(path))
+    assert rules.load(str(path)) is first and len(reads) == 1
+    path.write_text(EXAMPLE + "\n")
+    assert rules.load(str(path)) is not first and len(reads) == 2
 
 
 def test_cli_refuses_a_bad_policy_before_touching_the_registry(tmp_path: Path):

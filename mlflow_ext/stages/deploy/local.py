@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mlflow_ext import settings
 from mlflow_ext.errors import ConfigError, StageFailed
 from mlflow_ext.stages.common import check_name, mlflow_message
 from mlflow_ext.stages.deploy.base import Deployment, DeployRequest, DeployTarget
@@ -47,18 +48,6 @@ RECORD = "deployment.json"
 UNIT_PREFIX = "mlflow-model-"
 _SUPERVISOR = Path(__file__).with_name("supervisor.py")
 _COMPLETE = ".complete"
-
-
-def _setting(name: str) -> str:
-    """A client setting of the registry (mlflow_ext.settings), default filled in; ConfigError names it."""
-    from mlflow_ext import settings
-
-    setting = settings.BY_NAME[name]
-    raw = os.environ.get(name, "") or setting.default or ""
-    try:
-        return str(setting.parse(raw))
-    except ValueError as exc:
-        raise ConfigError(f"{name} {exc}") from None
 
 
 def _now() -> str:
@@ -164,8 +153,8 @@ class LocalTarget(DeployTarget):
     def __init__(self, config: Mapping[str, str] | None = None) -> None:
         super().__init__(config)
         c = self.config
-        self.root = Path(c.get("root") or _setting(ROOT_ENV))
-        self.mode = c.get("mode") or _setting(MODE_ENV)
+        self.root = Path(c.get("root") or settings.get(ROOT_ENV))
+        self.mode = c.get("mode") or settings.get(MODE_ENV)
         if self.mode not in ("auto", "systemd", "process"):
             raise ConfigError(
                 f"deploy target local: mode must be auto, systemd or process, not {self.mode!r}"

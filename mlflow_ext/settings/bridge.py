@@ -1,0 +1,197 @@
+"""The GoCD bridge's settings: the environment file of `mlflow-ext bridge serve` (docs/bridge.md)."""
+
+from __future__ import annotations
+
+from mlflow_ext.settings.base import (
+    Setting,
+    boolean,
+    database_uri,
+    http_url,
+    integer,
+    seconds,
+    secret_text,
+)
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- bridge: registry events to GoCD pipeline runs (mlflow_ext.bridge, docs/bridge.md) ---
+    Setting(
+        "MLFLOW_EXT_BRIDGE_HOST",
+        "Address the bridge's webhook receiver binds to.",
+        "127.0.0.1",
+        default="127.0.0.1",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PORT",
+        "Port of the webhook receiver (POST /webhook, GET /health).",
+        "5100",
+        parse=integer(1),
+        default="5100",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_DATABASE_URI",
+        "Outbox database (postgresql+psycopg2://, or sqlite:/// for a single-node development setup). "
+        "No password in the URI: libpq reads PGPASSFILE.",
+        "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow_bridge",
+        parse=database_uri,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_WEBHOOK_SECRET",
+        "Secret shared with the MLflow webhook; signs every delivery (X-MLflow-Signature).",
+        "change-me-random-alphanumeric",
+        parse=secret_text,
+        secret=True,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_ROUTES",
+        "Routing file (YAML): model-name pattern plus alias or event, to GoCD pipeline and variables.",
+        "/etc/mlflow/bridge-routes.yaml",
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_URL",
+        "GoCD server URL (without /go).",
+        "https://gocd.example.com",
+        parse=http_url,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_USERNAME",
+        "GoCD user the bridge acts as (owner of the token, or basic-auth user); GoCD records it as the "
+        "approver of the runs the bridge triggers, which is how the bridge finds them again.",
+        "mlflow-bridge",
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_TOKEN",
+        "GoCD access token of that user (preferred over a password).",
+        "change-me-gocd-token",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_PASSWORD",
+        "GoCD password of that user, when no token is set.",
+        "change-me-gocd-password",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_GOCD_TIMEOUT",
+        "Seconds to wait for one GoCD API answer.",
+        "10",
+        parse=seconds(0.1),
+        default="10",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PUBLIC_TRACKING_URI",
+        "Tracking URI passed to pipelines as MLFLOW_TRACKING_URI (what GoCD agents reach). "
+        "Default: MLFLOW_TRACKING_URI.",
+        "https://mlflow.example.com",
+        parse=http_url,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_MAX_SKEW_SECONDS",
+        "Deliveries whose X-MLflow-Timestamp is further than this from the bridge's clock are refused.",
+        "300",
+        parse=integer(1),
+        default="300",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_RECONCILE_SECONDS",
+        "How often the registry's aliases are compared with what was delivered (0 turns it off).",
+        "60",
+        parse=seconds(0),
+        default="60",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_ADOPT_EXISTING",
+        "On the bridge's first reconcile, record aliases that already exist as delivered instead of "
+        "scheduling them all.",
+        "true",
+        parse=boolean,
+        default="true",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_RETRY_MAX_SECONDS",
+        "Longest wait between delivery attempts while GoCD is down or answers 5xx (backoff from 1 s).",
+        "10",
+        parse=seconds(0.1),
+        default="10",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_PAUSED_RECHECK_SECONDS",
+        "How often a delivery held back by a paused pipeline (GoCD 409) checks whether it was unpaused.",
+        "30",
+        parse=seconds(0.1),
+        default="30",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_IN_DOUBT_SECONDS",
+        "After an unanswered trigger (timeout, crash), how long GoCD's history is searched for the run "
+        "before the trigger is sent again.",
+        "30",
+        parse=seconds(0),
+        default="30",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_DELIVERY_WORKERS",
+        "Pipelines triggered in parallel (one delivery at a time per pipeline).",
+        "8",
+        parse=integer(1),
+        default="8",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_EXT_BRIDGE_FEEDBACK",
+        "Tag each scheduled version with gocd.pipeline, gocd.counter, gocd.url, gocd.scheduled_at.",
+        "true",
+        parse=boolean,
+        default="true",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_URI",
+        "MLflow server the bridge reads the registry from and writes feedback tags to.",
+        "http://127.0.0.1:5000",
+        parse=http_url,
+        required=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_USERNAME",
+        "MLflow user of the bridge (reads models, tags versions; admin to register the webhook).",
+        "mlflow-bridge",
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_PASSWORD",
+        "Password of that MLflow user.",
+        "change-me-at-least-12",
+        secret=True,
+        scope="bridge",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_TOKEN",
+        "MLflow access token of the bridge (instead of username and password).",
+        "change-me-mlflow-token",
+        secret=True,
+        scope="bridge",
+    ),
+)
