@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mlflow_ext.errors import MlflowExtError
+from mlflow_ext.errors import DataError
 from mlflow_ext.run_context import DATA_PREFIX
 
 _logger = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ BLOCK_SIZE = 1 << 20
 DATA_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _MAX_TAG_VALUE = 8000
 _TAG_KEY_UNSAFE = re.compile(r"[^\w.\- /]")
-
-
-class DataError(MlflowExtError):
-    """A path or URI that cannot be fingerprinted: missing, unreadable, empty or of an unknown scheme."""
 
 
 @dataclass(frozen=True)

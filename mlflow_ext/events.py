@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from mlflow_ext.errors import EventError
+
 ALIAS_CREATED = "model_version_alias.created"
 ALIAS_DELETED = "model_version_alias.deleted"
 VERSION_CREATED = "model_version.created"
@@ -23,15 +25,6 @@ RESERVED_TAG_PREFIXES = ("gocd.", "deploy.", "promotion.")
 
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_TEXT = 5000
-
-
-class EventError(Exception):
-    """The body is not an event the bridge understands; ``status`` is the HTTP answer (400 or 422)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow_ext import run_context as keys
 from mlflow_ext.data import tag_name
-from mlflow_ext.errors import MlflowExtError
+from mlflow_ext.errors import LineageError, ModelURIError
 
 # Model-version tags the promotion workflow sets; shown as MISSING until it has run.
 PROMOTION_BY = "promotion.by"
@@ -39,16 +39,6 @@ _MODEL_ALIAS = re.compile(r"^models:/([^/@]+)@([^/@]+)/?$")
 _MODEL_VERSION = re.compile(r"^models:/([^/@]+)/(\d+)/?$")
 _RUN = re.compile(r"^runs:/([0-9a-zA-Z_-]+)(/.*)?$")
 URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>"
-
-
-class LineageError(MlflowExtError):
-    """The model version or run cannot be read: a malformed URI, or nothing found under it."""
-
-
-class ModelURIError(LineageError):
-    """The URI is not one of the forms ``inspect`` understands."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

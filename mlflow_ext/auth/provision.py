@@ -16,15 +16,9 @@ from typing import Any
 
 from mlflow_ext.auth import tokens as token_format
 from mlflow_ext.auth.store import RIGHTS, ExtStore, now_ms
-from mlflow_ext.errors import ConfigError, MlflowExtError
+from mlflow_ext.errors import ConfigError, ProvisioningError
 
 PROVISIONER = "(provisioning)"
-
-
-class ProvisioningError(MlflowExtError):
-    """The service account or its token could not be provisioned."""
-
-    exit_code = 5
 
 
 def _read_token(path: str) -> str | None:

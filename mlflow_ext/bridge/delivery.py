@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mlflow_ext.bridge.outbox import Outbox, WorkerLock, now_ms
-from mlflow_ext.errors import GoCDRejected, GoCDUnavailable
+from mlflow_ext.errors import GoCDRejected, GoCDUnavailable, RegistryUnavailable, VersionMissing
 
 log = logging.getLogger("mlflow_ext.bridge.delivery")
 
@@ -44,14 +44,6 @@ class GoCD(Protocol):
     def status(self, pipeline: str) -> dict[str, Any]: ...
     def history(self, pipeline: str, page_size: int = 10) -> list[dict[str, Any]]: ...
     def instance_url(self, pipeline: str, counter: int) -> str: ...
-
-
-class VersionMissing(Exception):
-    """The model version is gone from the registry."""
-
-
-class RegistryUnavailable(Exception):
-    """The registry could not be read right now."""
 
 
 class Registry(Protocol):

@@ -12,19 +12,12 @@ import hashlib
 import hmac
 import re
 
+from mlflow_ext.errors import SignatureError
+
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-class SignatureError(Exception):
-    """The delivery is not authentic or not fresh; the message says which check failed (no secrets)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:

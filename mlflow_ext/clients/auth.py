@@ -8,17 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow_ext.errors import MlflowExtError
-
-
-class AuthApiError(MlflowExtError):
-    """The auth REST API refused a request or could not be reached."""
-
-    exit_code = 4
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+from mlflow_ext.errors import AuthApiError
 
 
 class AuthClient:

@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from mlflow_ext.commands.options import dry_run_option, emit, output_option
+from mlflow_ext.errors import PromotionRejected
 from mlflow_ext.policy import rules as policy_file
 from mlflow_ext.promotion import promote as library
-from mlflow_ext.promotion.promote import Outcome, PromotionRejectedWithResult
+from mlflow_ext.promotion.promote import Outcome
 
 
 def tracking_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,8 +64,9 @@ def _show(outcome: Outcome, output: str) -> None:
 def _run(action: Callable[[], Outcome], output: str) -> None:
     try:
         outcome = action()
-    except PromotionRejectedWithResult as exc:
-        _show(exc.outcome, output)  # the gates on stdout; the message and exit code from the CLI's handler
+    except PromotionRejected as exc:  # the gates on stdout; the message and exit code from the CLI
+        if exc.outcome is not None:
+            _show(exc.outcome, output)
         raise
     _show(outcome, output)
 

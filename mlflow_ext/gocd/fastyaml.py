@@ -5,8 +5,8 @@ building node objects. This reader handles only what ``emit.dump`` writes: full-
 ``---``, block mappings and sequences indented by two, ``- key: value`` items, plain scalars that can only be
 strings, decimal integers, ``true``/``false``/``null``, double-quoted strings with the escapes ``emit`` uses,
 and ``{}``/``[]``. Anything else (a flow collection, an anchor, a comment after a value, a tab, an odd indent,
-a duplicate key, any plain scalar YAML 1.1 could read as something else) raises ``Unsupported``, and the
-caller parses the file with PyYAML instead, so the result is always PyYAML's.
+a duplicate key, any plain scalar YAML 1.1 could read as something else) raises ``FastYamlUnsupported``,
+and the caller parses the file with PyYAML instead, so the result is always PyYAML's.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mlflow_ext.errors import FastYamlUnsupported
 from mlflow_ext.gocd.emit import _PLAIN, _SPECIAL
-
-
-class Unsupported(Exception):
-    """The text is outside the subset: parse it with PyYAML."""
-
 
 _INT = re.compile(r"0|-?[1-9][0-9]*")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -37,16 +33,16 @@ def _unescape(match: re.Match[str]) -> str:
     if code[0] in "xuU" and len(code) > 1:
         char = chr(int(code[1:], 16))
         if 0xD800 <= ord(char) <= 0xDFFF:
-            raise Unsupported("surrogate escape")
+            raise FastYamlUnsupported("surrogate escape")
         return char
-    raise Unsupported(f"escape \\{code}")
+    raise FastYamlUnsupported(f"escape \\{code}")
 
 
 def _scalar(text: str) -> Any:
     if text[0] == '"':
         match = _QUOTED.fullmatch(text)
         if match is None:
-            raise Unsupported("quoted scalar")
+            raise FastYamlUnsupported("quoted scalar")
         body = match.group(1)
         return _ESCAPE.sub(_unescape, body) if "\\" in body else body
     if text == "{}":
@@ -57,11 +53,11 @@ def _scalar(text: str) -> Any:
         if _SPECIAL.fullmatch(text):
             if text in _WORDS:
                 return _WORDS[text]
-            raise Unsupported(f"plain {text!r}")
+            raise FastYamlUnsupported(f"plain {text!r}")
         return text
     if _INT.fullmatch(text):
         return int(text)
-    raise Unsupported(f"plain {text!r}")
+    raise FastYamlUnsupported(f"plain {text!r}")
 
 
 _WORDS = {"true": True, "false": False, "null": None}
@@ -88,23 +84,23 @@ def _key(text: str) -> tuple[str, str]:
     if text[0] == '"':
         match = _QUOTED.match(text)
         if match is None:
-            raise Unsupported("quoted key")
+            raise FastYamlUnsupported("quoted key")
         key = _scalar(match.group(0))
         rest = text[match.end() :]
     else:
         colon = text.find(":")
         if colon <= 0:
-            raise Unsupported("not a mapping entry")
+            raise FastYamlUnsupported("not a mapping entry")
         key, rest = text[:colon], text[colon:]
         if key not in _KEYS:
             if not _PLAIN.fullmatch(key) or _SPECIAL.fullmatch(key):
-                raise Unsupported(f"key {key!r}")
+                raise FastYamlUnsupported(f"key {key!r}")
             if len(_KEYS) < _KNOWN_LIMIT:
                 _KEYS.add(key)
     if rest == ":":
         return key, ""
     if not rest.startswith(": ") or rest[2:3] in ("", " "):
-        raise Unsupported("mapping entry")
+        raise FastYamlUnsupported("mapping entry")
     return key, rest[2:]
 
 
@@ -124,7 +120,7 @@ class _Reader:
     def nested(self, parent: int) -> Any:
         """The block under a ``key:`` or ``-`` at indent ``parent``: exactly two more spaces."""
         if self.pos >= self.end or self.indents[self.pos] != parent + 2:
-            raise Unsupported("empty or oddly indented block")
+            raise FastYamlUnsupported("empty or oddly indented block")
         return self.block(parent + 2)
 
     def mapping(self, indent: int, first: str | None = None) -> dict[str, Any]:
@@ -141,11 +137,11 @@ class _Reader:
                     break
             key, rest = _key(content)
             if key in result:
-                raise Unsupported("duplicate key")
+                raise FastYamlUnsupported("duplicate key")
             self.pos += 1
             result[key] = self.nested(indent) if rest == "" else _value(rest)
         if self.pos < end and indents[self.pos] > indent:
-            raise Unsupported("indentation")
+            raise FastYamlUnsupported("indentation")
         return result
 
     def sequence(self, indent: int) -> list[Any]:
@@ -163,7 +159,7 @@ class _Reader:
                 break
             item = content[2:]
             if not item or item[0] in " -":
-                raise Unsupported("nested sequence item")
+                raise FastYamlUnsupported("nested sequence item")
             quoted = item[0] == '"'
             if (quoted and _QUOTED.fullmatch(item)) or (not quoted and ":" not in item):
                 self.pos += 1
@@ -171,12 +167,12 @@ class _Reader:
             else:
                 result.append(self.mapping(indent + 2, first=item))
         if self.pos < end and indents[self.pos] > indent:
-            raise Unsupported("indentation")
+            raise FastYamlUnsupported("indentation")
         return result
 
 
 def load(text: str) -> Any:
-    """The document in ``text`` as PyYAML would read it, or Unsupported."""
+    """The document in ``text`` as PyYAML would read it, or FastYamlUnsupported."""
     if (
         _RAW_REFUSED.search(text)
         or "\ufeff" in text
@@ -184,22 +180,22 @@ def load(text: str) -> Any:
         or "\u2028" in text
         or "\u2029" in text
     ):
-        raise Unsupported("characters")
+        raise FastYamlUnsupported("characters")
     lines = text.split("\n")
     start = 0
     while start < len(lines) and lines[start].startswith("#"):
         start += 1
     if start >= len(lines) or lines[start] != "---":
-        raise Unsupported("no document start after the header")
+        raise FastYamlUnsupported("no document start after the header")
     body = lines[start + 1 :]
     while body and body[-1] == "":
         body.pop()
     if not body:
-        raise Unsupported("empty document")
+        raise FastYamlUnsupported("empty document")
     reader = _Reader(body)
     if reader.indents[0] != 0 or not all(reader.contents):
-        raise Unsupported("layout")
+        raise FastYamlUnsupported("layout")
     value = reader.block(0)
     if reader.pos != len(body):
-        raise Unsupported("trailing content")
+        raise FastYamlUnsupported("trailing content")
     return value

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from mlflow_ext.errors import PipelineError
+from mlflow_ext.errors import FastYamlUnsupported, PipelineError
 from mlflow_ext.gocd import fastyaml, names
 from mlflow_ext.routing import BRIDGE_VARIABLES
 
@@ -636,7 +636,7 @@ def load_text(text: str) -> Any:
     """
     try:
         return fastyaml.load(text)
-    except fastyaml.Unsupported:
+    except FastYamlUnsupported:
         pass  # outside the generator's subset: PyYAML decides
     loader = _Loader(text)
     try:

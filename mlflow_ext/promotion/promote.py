@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_ext.errors import MlflowExtError, PromotionRejected
+from mlflow_ext.errors import PromotionError, PromotionRejected
 from mlflow_ext.policy import audit
 from mlflow_ext.policy.gates import (
     Candidate,
@@ -56,18 +56,6 @@ DEPLOY_KEYS = (
 )
 DEPLOY_STATUSES = ("deployed", "failed")
 _MAX_TAG_VALUE = 5000  # MLflow's limit on a model-version tag value
-
-
-class PromotionError(MlflowExtError):
-    """The registry could not be read or refused the change for a reason other than a gate."""
-
-
-class PromotionRejectedWithResult(PromotionRejected):
-    """A gate failed; ``outcome`` carries every gate, for ``--output json``."""
-
-    def __init__(self, message: str, outcome: Outcome) -> None:
-        super().__init__(message)
-        self.outcome = outcome
 
 
 @dataclass
@@ -206,7 +194,7 @@ def _move(
     if failed(results):
         outcome.changed, outcome.refused = False, True
         outcome.message = refusal(model, version, alias, results, rules.source)
-        raise PromotionRejectedWithResult(outcome.message, outcome)
+        raise PromotionRejected(outcome.message, outcome)
     tags = audit.tags_for(
         by=current_user(client), alias=alias, from_version=from_version, reason=reason, rollback=rollback
     )
@@ -225,10 +213,10 @@ def _move(
     except MlflowException as exc:
         _restore(client, model, version, before)
         text = _message(exc)
-        if exc.error_code == "PERMISSION_DENIED" and "refused" in text and "gate" in text:
+        if (getattr(exc, "json", None) or {}).get("error_class") == PromotionRejected.SERVER_ERROR_CLASS:
             outcome.changed, outcome.refused = False, True
             outcome.message = f"the server refused: {text}"
-            raise PromotionRejectedWithResult(outcome.message, outcome) from None
+            raise PromotionRejected(outcome.message, outcome) from None
         raise PromotionError(f"cannot move @{alias} of {model!r} to version {version}: {text}") from None
     outcome.message = f"@{alias} of {model!r} now points at version {version}"
     return outcome

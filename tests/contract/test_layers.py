@@ -6,10 +6,13 @@ Read from the source with ``ast``, so an import hidden inside a function counts 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from mlflow_ext import errors
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mlflow_ext"
 
@@ -148,3 +151,41 @@ def test_mlflow_ext_is_imported_at_module_top():
 )
 def test_the_rules_name_a_wrong_import(source, target, problem):
     assert problem in " ".join(_violations([Import(source, target, 1, False)]))
+
+
+def _exception_classes(tree: ast.AST) -> list[ast.ClassDef]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(base, ast.Name) and base.id.endswith(("Error", "Exception")) for base in node.bases
+        )
+    ]
+
+
+def test_every_public_exception_lives_in_errors():
+    """One documented hierarchy: a module-private exception (``_Name``) may stay where it is raised."""
+    strays = [
+        f"{name}.{node.name}"
+        for name, path in _modules().items()
+        if name != "mlflow_ext.errors"
+        for node in _exception_classes(ast.parse(path.read_text(encoding="utf-8")))
+        if not node.name.startswith("_")
+    ]
+    assert not strays, f"move these to mlflow_ext/errors.py: {strays}"
+
+
+def test_every_error_has_an_exit_code_and_the_table_lists_it():
+    table = (errors.__doc__ or "").split("| exit code |", 1)[1]
+    code = ""
+    listed: dict[str, str] = {}
+    for line in table.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2:
+            code = cells[1].strip() or code  # a row that goes on keeps the code above
+            listed.update({name: code for name in re.findall(r"\b[A-Z][A-Za-z]+\b", cells[2])})
+    for cls in vars(errors).values():
+        if isinstance(cls, type) and issubclass(cls, errors.MlflowExtError):
+            assert cls.__name__ in listed, f"{cls.__name__} is missing from the exit-code table in errors.py"
+            assert listed[cls.__name__] == str(cls.exit_code), f"{cls.__name__} exits {cls.exit_code}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from mlflow_ext.errors import PromotionRejected
 from tests.integration.test_auth_tokens import Api, admin, new_user
 from tests.support.environ import patched_environ
 from tests.support.services import VENV_BIN, Platform, running_platform
@@ -295,6 +296,8 @@ def test_rest_api_cannot_skip_the_gates(promo, client, experiment_id, policies):
         assert refused.status_code == 403, refused.text
         body = refused.json()
         assert body["error_code"] == "PERMISSION_DENIED"
+        assert body["error_class"] == PromotionRejected.SERVER_ERROR_CLASS  # what clients recognise
+        assert {"accuracy >= 0.9"} <= set(body["failed_gates"])
         assert "gate 'accuracy >= 0.9' failed: accuracy = 0.85" in body["message"]
         assert "gate 'accuracy not worse than @production by more than 0.01" in body["message"]
     assert holder(client, name, "production") == good

@@ -60,7 +60,7 @@ def test_random_documents_agree_with_pyyaml():
         try:
             assert fastyaml.load(text) == expected
             fast += 1
-        except fastyaml.Unsupported:
+        except fastyaml.FastYamlUnsupported:
             pass
         assert validate.load_text(text) == expected
     assert fast > 100  # the subset is the common case
@@ -94,7 +94,7 @@ OUTSIDE = [
 
 @pytest.mark.parametrize("text", OUTSIDE)
 def test_outside_the_subset_falls_back_to_pyyaml(text):
-    with pytest.raises(fastyaml.Unsupported):
+    with pytest.raises(fastyaml.FastYamlUnsupported):
         fastyaml.load(text)
     try:
         expected = yaml.safe_load(text)
