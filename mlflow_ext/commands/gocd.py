@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import emit, output_option
+from mlflow_ext.commands.options import emit, output_option, tracking_option
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import catalog as catalog_mod
 from mlflow_ext.gocd import pipelines, validate
@@ -60,11 +60,7 @@ def gocd_group() -> None:
     envvar="MLFLOW_EXT_GOCD_CHECK",
     help="Write nothing; fail when --out differs from what the catalog generates.",
 )
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="MLflow server for --from-registry (credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN).",
-)
+@tracking_option(note=" for --from-registry")
 @output_option
 def generate_command(
     catalog_path: str | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlflow_ext import lineage
+from mlflow_ext.commands.options import tracking_option
 
 
 @click.command("inspect")
@@ -17,11 +18,7 @@ from mlflow_ext import lineage
     show_default=True,
     help="text (or table): a readable table; json: every field, for machines.",
 )
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="MLflow server to ask (credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN).",
-)
+@tracking_option()
 def inspect_command(uri: str, output: str, tracking_uri: str | None) -> None:
     """Show where a model version came from: run, params, metrics, data, code, environment, pipeline,
     promotion.

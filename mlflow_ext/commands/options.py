@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from mlflow_ext.clients.auth import AuthClient
 
 env_file_option = click.option(
     "--env-file",
@@ -23,6 +26,19 @@ output_option = click.option(
 )
 
 
+def tracking_option(
+    required: bool = False, note: str = ""
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--tracking-uri``; ``note`` says what a command asks the server for, when that is not obvious."""
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        required=required,
+        help=f"The MLflow server{note} (credentials: MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME "
+        "and MLFLOW_TRACKING_PASSWORD).",
+    )
+
+
 def dry_run_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--dry-run", is_flag=True, envvar="MLFLOW_EXT_DRY_RUN", help="Show the change, make none."
@@ -36,3 +52,14 @@ def emit(data: dict[str, Any], output: str) -> None:
     else:
         for key, value in data.items():
             click.echo(f"{key}: {value}")
+
+
+def admin_client(tracking_uri: str) -> AuthClient:
+    """The auth API as the caller: a token or username and password from the environment, else a prompt."""
+    if os.environ.get("MLFLOW_TRACKING_TOKEN") or (
+        os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    ):
+        return AuthClient(tracking_uri)
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME") or click.prompt("Username", err=True)
+    password = click.prompt(f"Password for {username}", hide_input=True, err=True)
+    return AuthClient(tracking_uri, username, password)

@@ -13,19 +13,11 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import dry_run_option, emit, output_option
+from mlflow_ext.commands.options import dry_run_option, emit, output_option, tracking_option
 from mlflow_ext.errors import PromotionRejected
 from mlflow_ext.policy import rules as policy_file
 from mlflow_ext.promotion import promote as library
 from mlflow_ext.promotion.promote import Outcome
-
-
-def tracking_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="The MLflow server (credentials: MLFLOW_TRACKING_TOKEN or USERNAME/PASSWORD).",
-    )(func)
 
 
 def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,6 +35,24 @@ def reason_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--reason", envvar="MLFLOW_EXT_PROMOTION_REASON", help="Why: recorded as promotion.reason."
     )(func)
+
+
+def move_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """What promote and rollback both take."""
+    shared = (reason_option, policy_option, dry_run_option, tracking_option(), output_option)
+    for decorate in reversed(shared):
+        func = decorate(func)
+    return func
+
+
+def _library_options(move: dict[str, Any]) -> dict[str, Any]:
+    """The shared options as the library takes them; the policy file is read (and checked) first."""
+    return {
+        "reason": move["reason"],
+        "policy": policy_file.load_optional(move["policy_path"]),
+        "dry_run": move["dry_run"],
+        "tracking_uri": move["tracking_uri"],
+    }
 
 
 def _show(outcome: Outcome, output: str) -> None:
@@ -75,56 +85,19 @@ def _run(action: Callable[[], Outcome], output: str) -> None:
 @click.argument("model")
 @click.argument("version")
 @click.option("--to", "alias", required=True, help="The alias to move to VERSION, e.g. production.")
-@reason_option
-@policy_option
-@dry_run_option
-@tracking_option
-@output_option
-def promote_command(
-    model: str,
-    version: str,
-    alias: str,
-    reason: str | None,
-    policy_path: str | None,
-    dry_run: bool,
-    tracking_uri: str | None,
-    output: str,
-) -> None:
+@move_options
+def promote_command(model: str, version: str, alias: str, output: str, **move: Any) -> None:
     """Point ALIAS of MODEL at VERSION once every gate passes, leaving promotion.* audit tags."""
-    policy = policy_file.load_optional(policy_path)
-    _run(
-        lambda: library.promote(
-            model, version, alias, reason=reason, policy=policy, dry_run=dry_run, tracking_uri=tracking_uri
-        ),
-        output,
-    )
+    _run(lambda: library.promote(model, version, alias, **_library_options(move)), output)
 
 
 @click.command("rollback")
 @click.argument("model")
 @click.option("--alias", required=True, help="The alias to move back, e.g. production.")
-@reason_option
-@policy_option
-@dry_run_option
-@tracking_option
-@output_option
-def rollback_command(
-    model: str,
-    alias: str,
-    reason: str | None,
-    policy_path: str | None,
-    dry_run: bool,
-    tracking_uri: str | None,
-    output: str,
-) -> None:
+@move_options
+def rollback_command(model: str, alias: str, output: str, **move: Any) -> None:
     """Move ALIAS of MODEL back to the version it held before (relative gates skipped)."""
-    policy = policy_file.load_optional(policy_path)
-    _run(
-        lambda: library.rollback(
-            model, alias, reason=reason, policy=policy, dry_run=dry_run, tracking_uri=tracking_uri
-        ),
-        output,
-    )
+    _run(lambda: library.rollback(model, alias, **_library_options(move)), output)
 
 
 @click.command("report")
@@ -134,7 +107,7 @@ def rollback_command(
 @click.option("--stage", help="The stage that ran (default: GO_STAGE_NAME).")
 @click.option("--message", help="What happened, recorded as deploy.message.")
 @dry_run_option
-@tracking_option
+@tracking_option()
 @output_option
 def report_command(
     model: str,

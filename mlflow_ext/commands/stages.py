@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import dry_run_option, emit, output_option
+from mlflow_ext.commands.options import dry_run_option, emit, output_option, tracking_option
 from mlflow_ext.errors import ConfigError, StageFailed
 from mlflow_ext.stages import common, evaluate, register, smoke_test, verify_data
 from mlflow_ext.stages.deploy import DeployRequest, get_target
@@ -24,14 +24,6 @@ DEPLOY_TAG_ENDPOINT = "deploy.endpoint"
 def _blank(value: str | None) -> str | None:
     """GoCD passes declared variables even when empty: an empty value means not given."""
     return value.strip() or None if isinstance(value, str) else value
-
-
-def _tracking(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow server (credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN).",
-    )(func)
 
 
 def _client(tracking_uri: str | None) -> Any:
@@ -79,7 +71,7 @@ def _data_option(func: Callable[..., Any]) -> Callable[..., Any]:
     envvar="MLFLOW_EXT_LOGGED_MODEL",
     help="Name of the logged model when a run has several.",
 )
-@_tracking
+@tracking_option()
 @dry_run_option
 @output_option
 def register_command(
@@ -137,7 +129,7 @@ def register_command(
 @click.option(
     "--dataset", envvar="MLFLOW_EXT_TEST_DATASET", help="Name of the recorded dataset (default: role test)."
 )
-@_tracking
+@tracking_option()
 @output_option
 def verify_data_command(
     data: str,
@@ -185,7 +177,7 @@ def verify_data_command(
 @click.option(
     "--experiment", envvar="MLFLOW_EXT_EVALUATE_EXPERIMENT", help="Experiment of the evaluation run."
 )
-@_tracking
+@tracking_option()
 @output_option
 def evaluate_command(
     data: str,
@@ -304,7 +296,7 @@ def _deployment_name(name: str | None, model: str | None, alias: str | None, ver
 @click.option(
     "--remove", "action", flag_value="remove", help="Stop the deployment --name and delete its files."
 )
-@_tracking
+@tracking_option()
 @dry_run_option
 @output_option
 def deploy_command(
@@ -411,7 +403,7 @@ def deploy_command(
     show_default=True,
     help="Also check the answers against the registered version's own predictions, made here.",
 )
-@_tracking
+@tracking_option()
 @output_option
 def smoke_test_command(
     data: str,

@@ -18,9 +18,16 @@ from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
 from mlflow_ext.auth import routes
 from mlflow_ext.auth.provision import ensure_service_account as ensure
+from mlflow_ext.auth.store import RIGHTS
 from mlflow_ext.auth.tokens import parse_duration
-from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option
-from mlflow_ext.commands.users import admin_client, client_options
+from mlflow_ext.commands.options import (
+    admin_client,
+    dry_run_option,
+    emit,
+    env_file_option,
+    output_option,
+    tracking_option,
+)
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -52,8 +59,8 @@ def tokens_group() -> None:
     callback=_duration,
     help="Lifetime such as 90d, 12h or 30m (default: no expiry).",
 )
-@click.option("--dry-run", is_flag=True, envvar="MLFLOW_EXT_DRY_RUN", help="Show what would be created.")
-@client_options
+@dry_run_option
+@tracking_option(required=True)
 @output_option
 def create(
     name: str,
@@ -84,7 +91,7 @@ def create(
 @tokens_group.command("list")
 @click.option("--user", "username", envvar="MLFLOW_EXT_TOKEN_USER", help="Only this user's tokens.")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
-@client_options
+@tracking_option(required=True)
 @output_option
 def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str, output: str) -> None:
     """List tokens (yours, or everyone's for an admin). Secrets are never shown."""
@@ -105,8 +112,8 @@ def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str, 
 
 @tokens_group.command("revoke")
 @click.argument("token_id", type=int)
-@click.option("--dry-run", is_flag=True, envvar="MLFLOW_EXT_DRY_RUN", help="Show what would be revoked.")
-@client_options
+@dry_run_option
+@tracking_option(required=True)
 @output_option
 def revoke(token_id: int, dry_run: bool, tracking_uri: str, output: str) -> None:
     """Revoke token TOKEN_ID: refused at once by every worker and replica."""
@@ -137,7 +144,7 @@ def revoke(token_id: int, dry_run: bool, tracking_uri: str, output: str) -> None
     "--right",
     "rights",
     multiple=True,
-    type=click.Choice(["create_experiment", "create_registered_model", "promote"]),
+    type=click.Choice(RIGHTS),
     help="Platform rights (on every model) the account should hold; repeatable.",
 )
 @env_file_option

@@ -15,30 +15,11 @@ from typing import Any
 import click
 
 from mlflow_ext.auth import routes
-from mlflow_ext.clients.auth import AuthClient
-from mlflow_ext.commands.options import dry_run_option, emit, output_option
+from mlflow_ext.auth.store import RIGHTS
+from mlflow_ext.commands.options import admin_client, dry_run_option, emit, output_option, tracking_option
 
 USERS_API = "/api/2.0/mlflow/users"
 PERMISSIONS_API = "/api/3.0/mlflow/users/permissions"
-
-
-def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        required=True,
-        help="The MLflow server (credentials: MLFLOW_TRACKING_TOKEN or USERNAME/PASSWORD, else a prompt).",
-    )(func)
-
-
-def admin_client(tracking_uri: str) -> AuthClient:
-    if os.environ.get("MLFLOW_TRACKING_TOKEN") or (
-        os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    ):
-        return AuthClient(tracking_uri)
-    username = os.environ.get("MLFLOW_TRACKING_USERNAME") or click.prompt("Username", err=True)
-    password = click.prompt(f"Password for {username}", hide_input=True, err=True)
-    return AuthClient(tracking_uri, username, password)
 
 
 def _new_password(username: str) -> str:
@@ -64,7 +45,7 @@ def users_group() -> None:
 @click.option("--service-account", is_flag=True, help="A machine account: tokens only, no usable password.")
 @click.option("--description", default="", help="What the service account is for.")
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def create_user(
     username: str,
@@ -97,7 +78,7 @@ def create_user(
 
 
 @users_group.command("list")
-@client_options
+@tracking_option(required=True)
 @output_option
 def list_users(tracking_uri: str, output: str) -> None:
     """List every account (admins only)."""
@@ -119,7 +100,7 @@ def list_users(tracking_uri: str, output: str) -> None:
 @users_group.command("delete")
 @click.argument("username")
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def delete_user(username: str, dry_run: bool, tracking_uri: str, output: str) -> None:
     """Delete USERNAME; their tokens are revoked and their rights dropped."""
@@ -134,7 +115,7 @@ def delete_user(username: str, dry_run: bool, tracking_uri: str, output: str) ->
 @click.argument("username")
 @click.option("--admin/--no-admin", default=True, show_default=True)
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def set_admin(username: str, admin: bool, dry_run: bool, tracking_uri: str, output: str) -> None:
     """Grant or withdraw admin status."""
@@ -148,7 +129,7 @@ def set_admin(username: str, admin: bool, dry_run: bool, tracking_uri: str, outp
 @users_group.command("set-password")
 @click.argument("username")
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def set_password(username: str, dry_run: bool, tracking_uri: str, output: str) -> None:
     """Set USERNAME's password (admins; from MLFLOW_EXT_NEW_PASSWORD or a prompt)."""
@@ -162,7 +143,7 @@ def set_password(username: str, dry_run: bool, tracking_uri: str, output: str) -
 
 
 @users_group.command("lockouts")
-@client_options
+@tracking_option(required=True)
 @output_option
 def lockouts(tracking_uri: str, output: str) -> None:
     """Usernames and client addresses locked out after failed logins."""
@@ -178,7 +159,7 @@ def lockouts(tracking_uri: str, output: str) -> None:
 @click.option("--user", "username", help="Username to unlock.")
 @click.option("--address", help="Client address to unlock.")
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def unlock(username: str | None, address: str | None, dry_run: bool, tracking_uri: str, output: str) -> None:
     """Lift a lockout before it expires."""
@@ -207,7 +188,7 @@ def grant_group() -> None:
 @click.argument("resource_id")
 @click.argument("permission", type=click.Choice(["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]))
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def grant_permission(
     username: str,
@@ -235,7 +216,7 @@ def grant_permission(
 @click.argument("resource_type", metavar="RESOURCE_TYPE")
 @click.argument("resource_id")
 @dry_run_option
-@client_options
+@tracking_option(required=True)
 @output_option
 def revoke_permission(
     username: str, resource_type: str, resource_id: str, dry_run: bool, tracking_uri: str, output: str
@@ -249,7 +230,7 @@ def revoke_permission(
 
 @grant_group.command("list")
 @click.argument("username")
-@client_options
+@tracking_option(required=True)
 @output_option
 def list_permissions(username: str, tracking_uri: str, output: str) -> None:
     """A user's MLflow permissions and platform rights."""
@@ -271,7 +252,7 @@ def _right_request(username: str, right: str, model: str | None) -> dict[str, An
     return {"username": username, "right": right, "resource": model or "*"}
 
 
-right_choice = click.Choice(["create_experiment", "create_registered_model", "promote"])
+right_choice = click.Choice(RIGHTS)
 
 
 def _change_right(
@@ -292,7 +273,7 @@ def _right_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
             click.argument("right", type=right_choice),
             click.option("--model", help="For promote: the registered model (default: every model)."),
             dry_run_option,
-            client_options,
+            tracking_option(required=True),
             output_option,
         )
     ):
@@ -320,7 +301,7 @@ def revoke_right(
 
 @grant_group.command("rights")
 @click.option("--user", "username", help="Only this user's rights.")
-@client_options
+@tracking_option(required=True)
 @output_option
 def list_rights(username: str | None, tracking_uri: str, output: str) -> None:
     """Platform rights held (admins only)."""

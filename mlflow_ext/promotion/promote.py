@@ -16,7 +16,7 @@ import getpass
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow_ext.errors import PromotionError, PromotionRejected
@@ -74,20 +74,7 @@ class Outcome:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "alias": self.alias,
-            "action": self.action,
-            "from_version": self.from_version,
-            "changed": self.changed,
-            "dry_run": self.dry_run,
-            "policy": self.policy,
-            "gates": [gate.to_dict() for gate in self.gates],
-            "tags": self.tags,
-            "refused": self.refused,
-            "message": self.message,
-        }
+        return asdict(self)
 
 
 def _client(client: Any | None, tracking_uri: str | None) -> Any:

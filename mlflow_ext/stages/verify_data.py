@@ -10,7 +10,7 @@ missing data fails with StageFailed listing every difference.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow_ext.data import DataError, DataFingerprint, fingerprint
@@ -32,17 +32,7 @@ class Verified:
     columns: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "run_id": self.run_id,
-            "data": self.data,
-            "dataset": self.dataset,
-            "fingerprint": self.fingerprint,
-            "rows": self.rows,
-            "columns": self.columns,
-            "matches": True,
-        }
+        return {**asdict(self), "matches": True}
 
 
 def choose(recorded: list[RecordedData], path: str, dataset: str | None, where: str) -> RecordedData:
