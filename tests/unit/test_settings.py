@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mlflow_ext import settings
 from mlflow_ext.errors import ConfigError
+from mlflow_ext.settings import bridge as settings_bridge
+from mlflow_ext.settings import client as settings_client
+from mlflow_ext.settings import server as settings_server
 
 VALID = {
     "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow",
@@ -109,3 +114,35 @@ def test_registry_names_are_unique_and_documented():
         assert setting.doc.strip(), setting.name
         if setting.default is not None:
             setting.parse(setting.default)  # every default passes its own validation
+
+
+def test_one_accessor_fills_defaults_parses_and_names_the_variable():
+    assert settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {}) == 1048576
+    assert settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {"MLFLOW_EXT_RUN_DIFF_MAX_BYTES": "10"}) == 10
+    assert settings.get("MLFLOW_EXT_PROMOTION_POLICY", {}) is None
+    with pytest.raises(ConfigError, match="MLFLOW_EXT_RUN_DIFF_MAX_BYTES must be a whole number") as error:
+        settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {"MLFLOW_EXT_RUN_DIFF_MAX_BYTES": "lots-of-bytes"})
+    assert "lots-of-bytes" not in str(error.value)
+
+
+def test_typed_objects_are_built_from_the_registry_with_every_problem_at_once():
+    @dataclasses.dataclass(frozen=True)
+    class Limits:
+        diff_bytes: int = settings.field("MLFLOW_EXT_RUN_DIFF_MAX_BYTES")
+        port: int = settings.field("MLFLOW_PORT")
+
+    assert settings.build(Limits, {"MLFLOW_PORT": "5001"}) == Limits(diff_bytes=1048576, port=5001)
+    with pytest.raises(ConfigError) as error:
+        settings.build(Limits, {"MLFLOW_PORT": "0", "MLFLOW_EXT_RUN_DIFF_MAX_BYTES": "x"})
+    assert "MLFLOW_PORT must be at least 1" in str(error.value)
+    assert "MLFLOW_EXT_RUN_DIFF_MAX_BYTES must be a whole number" in str(error.value)
+    with pytest.raises(KeyError, match="NOT_A_SETTING"):
+        settings.field("NOT_A_SETTING")
+
+
+def test_each_scope_has_its_own_module_and_names_are_unique():
+    assert {s.scope for s in settings_server.SETTINGS} == {"server"}
+    assert {s.scope for s in settings_bridge.SETTINGS} == {"bridge"}
+    assert {s.scope for s in settings_client.SETTINGS} == {"client"}
+    names = [s.name for s in settings.SETTINGS]
+    assert len(names) == len(set(names))
