@@ -1,0 +1,437 @@
+"""MLflow's private functions and module state that mlflow_ext relies on, all behind one module.
+
+mlflow_ext builds on MLflow's server rather than forking it. The server entrypoint migrates the tracking
+schema with MLflow's own Alembic helpers; the auth app reads request parameters and stores the way
+MLflow's validators do, wraps some of those validators, replaces the run resolver they share and mirrors
+the first steps of MLflow's FastAPI permission middleware; the run-context provider finds runs in
+MLflow's per-thread state; the artifact repository reuses the S3 repository's client. None of that is
+public API: a release may rename, move or re-sign any of it without notice, and the break would only show
+when that code path runs.
+
+So every such use goes through a small function here, and ``INTERNALS`` lists each internal with the
+parameters its wrapper passes (wrappers call through ``_call``, which holds them to the table).
+``tests/contract/test_mlflow_internals.py`` checks the table against the installed MLflow (pinned in
+requirements/server.lock) and names every internal that moved or changed: after an MLflow upgrade, this
+module is the one place to adapt. Other modules never reach into MLflow's privates themselves.
+
+MLflow is imported inside the functions, so importing this module costs nothing; MLflow's server modules
+(which build their Flask app when imported) are only touched by wrappers the server itself calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from mlflow_ext.errors import MlflowInternalMissing
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One MLflow internal: where it lives and what mlflow_ext expects of it."""
+
+    module: str
+    name: str  # attribute path inside the module: "_upgrade_db", "S3ArtifactRepository._get_s3_client"
+    used_by: str  # the mlflow_ext module that relies on it
+    # A callable's leading parameters, exactly as the wrapper passes them (methods include "self");
+    # any further parameter must have a default. None: mlflow_ext does not call it.
+    params: tuple[str, ...] | None = None
+    attributes: tuple[str, ...] = ()  # attributes the object must have
+    kind: type | None = None  # the type a value must have
+    # mlflow_ext assigns the module attribute: MLflow's own callers must look it up there at call time.
+    replaced: bool = False
+    # Recognised on the call stack by its code name and module (a frame check, never called).
+    frame: bool = False
+    # An instance attribute: set by the class's constructor, checked on ``Class(*instance_args)``.
+    instance_args: tuple[str, ...] | None = None
+    # A hook MLflow calls and mlflow_ext overrides ("module:Class"): its parameters must match MLflow's.
+    overridden_by: str | None = None
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+_DB_UTILS = "mlflow.store.db.utils"
+_HANDLERS = "mlflow.server.handlers"
+_AUTH = "mlflow.server.auth"
+_FLUENT = "mlflow.tracking.fluent"
+_S3_REPO = "mlflow.store.artifact.s3_artifact_repo"
+_ARTIFACT_REPO = "mlflow.store.artifact.artifact_repo"
+
+# --- the tracking schema (mlflow_ext.server: `mlflow-ext server migrate`) ---
+LATEST_SCHEMA_REVISION = Internal(_DB_UTILS, "_get_latest_schema_revision", "mlflow_ext.server", params=())
+IS_EMPTY_DATABASE = Internal(_DB_UTILS, "_is_empty_database", "mlflow_ext.server", params=("engine",))
+INITIALIZE_TABLES = Internal(_DB_UTILS, "_initialize_tables", "mlflow_ext.server", params=("engine",))
+UPGRADE_DB = Internal(_DB_UTILS, "_upgrade_db", "mlflow_ext.server", params=("engine",))
+
+# --- the server's stores ---
+MODEL_REGISTRY_STORE = Internal(_HANDLERS, "_get_model_registry_store", "mlflow_ext.auth", params=())
+TRACKING_STORE = Internal(_HANDLERS, "_get_tracking_store", "mlflow_ext.auth", params=())
+
+# --- the basic-auth app (mlflow_ext.auth) ---
+AUTH_STORE = Internal(_AUTH, "store", "mlflow_ext.auth.app", attributes=("init_db", "authenticate_user"))
+AUTH_CONFIG = Internal(_AUTH, "auth_config", "mlflow_ext.auth.app", attributes=("authorization_function",))
+DISABLED_LEGACY_ADMIN_LOGIN = Internal(
+    _AUTH, "_is_disabled_legacy_admin_login", "mlflow_ext.auth.authn", params=("username", "password")
+)
+GET_REQUEST_PARAM = Internal(_AUTH, "_get_request_param", "mlflow_ext.auth.policy", params=("param",))
+IS_UNPROTECTED_ROUTE = Internal(_AUTH, "is_unprotected_route", "mlflow_ext.auth", params=("path",))
+BEFORE_REQUEST_VALIDATORS = Internal(_AUTH, "BEFORE_REQUEST_VALIDATORS", "mlflow_ext.auth", kind=dict)
+RUN_REQUIREMENT = Internal(
+    _AUTH, "_run_requirement", "mlflow_ext.auth.memo", params=("run_id", "action"), replaced=True
+)
+REQUIREMENT = Internal(
+    _AUTH,
+    "Requirement",
+    "mlflow_ext.auth.memo",
+    params=("resource_type", "resource_id", "action", "fallback_if_no_grant"),
+)
+RESOURCE_TYPE_EXPERIMENT = Internal(_AUTH, "RESOURCE_TYPE_EXPERIMENT", "mlflow_ext.auth.memo", kind=str)
+RESOURCE_TYPE_RUN = Internal(_AUTH, "RESOURCE_TYPE_RUN", "mlflow_ext.auth.memo", kind=str)
+FIND_FASTAPI_VALIDATOR = Internal(
+    _AUTH, "_find_fastapi_validator", "mlflow_ext.auth.asgi", params=("path", "method")
+)
+SCOPE_MATCHES_NATIVE_ROUTE = Internal(
+    _AUTH, "_scope_matches_native_route", "mlflow_ext.auth.asgi", params=("native_routes", "scope")
+)
+NATIVE_FASTAPI_ROUTES = Internal(_AUTH, "_native_fastapi_routes", "mlflow_ext.auth.asgi", params=("app",))
+KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS = Internal(
+    _AUTH, "_KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS", "mlflow_ext.auth.asgi", kind=tuple
+)
+BASIC_AUTH_FAIL_CLOSED = Internal(
+    "mlflow.environment_variables",
+    "MLFLOW_BASIC_AUTH_FAIL_CLOSED",
+    "mlflow_ext.auth.asgi",
+    attributes=("get",),
+)
+# The validators mlflow_ext.auth.policy wraps, found by identity in BEFORE_REQUEST_VALIDATORS.
+AUTH_VALIDATORS = tuple(
+    Internal(_AUTH, name, "mlflow_ext.auth.policy", params=())
+    for name in (
+        "validate_can_create_experiment",
+        "validate_can_create_registered_model",
+        "validate_can_list_users",
+        "validate_can_set_model_or_prompt_version_alias",
+        "validate_can_delete_model_or_prompt_version_alias",
+        "validate_can_delete_model_or_prompt_version",
+        "validate_can_delete_registered_model_or_prompt_cascade",
+    )
+)
+
+# --- the registry ---
+IS_PROMPT = Internal(
+    "mlflow.entities.model_registry",
+    "RegisteredModel._is_prompt",
+    "mlflow_ext.auth.promotion_gates",
+    params=("self",),
+)
+
+# --- the client: runs of this process (mlflow_ext.run_context) ---
+ACTIVE_RUN_STACK = Internal(
+    _FLUENT, "_active_run_stack", "mlflow_ext.run_context", attributes=("get_all_thread_values",)
+)
+LAST_ACTIVE_RUN_ID = Internal(
+    _FLUENT, "_last_active_run_id", "mlflow_ext.run_context", attributes=("get_all_thread_values",)
+)
+START_RUN = Internal(_FLUENT, "start_run", "mlflow_ext.run_context", frame=True)
+NOTEBOOK_PATH_FROM_SESSIONS = Internal(
+    "mlflow.tracking.context.jupyter_notebook_context",
+    "_get_notebook_path_from_sessions",
+    "mlflow_ext.run_context",
+    params=(),
+)
+
+# --- the S3 artifact repository (mlflow_ext.artifacts) ---
+S3_CLIENT = Internal(
+    _S3_REPO, "S3ArtifactRepository._get_s3_client", "mlflow_ext.artifacts", params=("self",)
+)
+S3_BUCKET_OWNER_PARAMS = Internal(
+    _S3_REPO,
+    "S3ArtifactRepository._bucket_owner_params",
+    "mlflow_ext.artifacts",
+    kind=dict,
+    instance_args=("s3://bucket/prefix",),
+)
+STREAM_UPLOAD = Internal(
+    _ARTIFACT_REPO,
+    "StreamUploadMixin.log_artifact_from_stream",
+    "mlflow_ext.artifacts",
+    params=("self", "stream", "artifact_file_name", "artifact_path"),
+    overridden_by="mlflow_ext.artifacts:StreamingS3ArtifactRepository",
+)
+ASYNC_STREAM_UPLOAD = Internal(
+    _ARTIFACT_REPO,
+    "StreamUploadMixin.log_artifact_from_async_stream",
+    "mlflow_ext.artifacts",
+    params=("self", "chunks", "artifact_file_name", "artifact_path"),
+    overridden_by="mlflow_ext.artifacts:StreamingS3ArtifactRepository",
+)
+
+INTERNALS: tuple[Internal, ...] = (
+    LATEST_SCHEMA_REVISION,
+    IS_EMPTY_DATABASE,
+    INITIALIZE_TABLES,
+    UPGRADE_DB,
+    MODEL_REGISTRY_STORE,
+    TRACKING_STORE,
+    AUTH_STORE,
+    AUTH_CONFIG,
+    DISABLED_LEGACY_ADMIN_LOGIN,
+    GET_REQUEST_PARAM,
+    IS_UNPROTECTED_ROUTE,
+    BEFORE_REQUEST_VALIDATORS,
+    RUN_REQUIREMENT,
+    REQUIREMENT,
+    RESOURCE_TYPE_EXPERIMENT,
+    RESOURCE_TYPE_RUN,
+    FIND_FASTAPI_VALIDATOR,
+    SCOPE_MATCHES_NATIVE_ROUTE,
+    NATIVE_FASTAPI_ROUTES,
+    KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS,
+    BASIC_AUTH_FAIL_CLOSED,
+    *AUTH_VALIDATORS,
+    IS_PROMPT,
+    ACTIVE_RUN_STACK,
+    LAST_ACTIVE_RUN_ID,
+    START_RUN,
+    NOTEBOOK_PATH_FROM_SESSIONS,
+    S3_CLIENT,
+    S3_BUCKET_OWNER_PARAMS,
+    STREAM_UPLOAD,
+    ASYNC_STREAM_UPLOAD,
+)
+
+
+# --- resolution ---
+
+
+def mlflow_version() -> str:
+    from mlflow.version import VERSION
+
+    return str(VERSION)
+
+
+def missing(internal: Internal, reason: object) -> str:
+    """The message for an internal this MLflow lacks or changed: names it, its user and the version."""
+    return (
+        f"MLflow {mlflow_version()}: {internal.qualname} (used by {internal.used_by}) {reason}; "
+        "adapt mlflow_ext/mlflow_internals.py to this MLflow version"
+    )
+
+
+def resolve(internal: Internal) -> Any:
+    """The internal itself, looked up now (never cached: a replaced attribute must be read again)."""
+    try:
+        target: Any = importlib.import_module(internal.module)
+        for part in internal.name.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise MlflowInternalMissing(missing(internal, f"is missing ({exc})")) from exc
+    return target
+
+
+def _member(internal: Internal, obj: Any) -> Any:
+    """The internal's last name read on ``obj``: a bound method or an instance attribute."""
+    try:
+        return getattr(obj, internal.name.rsplit(".", 1)[-1])
+    except AttributeError as exc:
+        raise MlflowInternalMissing(missing(internal, f"is missing ({exc})")) from exc
+
+
+def _check_call(
+    internal: Internal, params: tuple[str, ...], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> None:
+    if len(args) > len(params) or any(key not in params[len(args) :] for key in kwargs):
+        raise TypeError(f"{internal.qualname} is listed in INTERNALS with the parameters {params}")
+
+
+def _call(internal: Internal, *args: Any, **kwargs: Any) -> Any:
+    """Call a module-level internal with arguments the table lists."""
+    _check_call(internal, internal.params or (), args, kwargs)
+    return resolve(internal)(*args, **kwargs)
+
+
+def _call_method(internal: Internal, obj: Any, *args: Any) -> Any:
+    """Call an internal method on ``obj`` (its table parameters start with ``self``)."""
+    _check_call(internal, (internal.params or ())[1:], args, {})
+    return _member(internal, obj)(*args)
+
+
+# --- the tracking schema ---
+
+
+def latest_tracking_revision() -> str:
+    """The Alembic head of this MLflow's tracking schema."""
+    return str(_call(LATEST_SCHEMA_REVISION))
+
+
+def is_empty_database(engine: Any) -> bool:
+    """True when the tracking database has no tables yet."""
+    return bool(_call(IS_EMPTY_DATABASE, engine))
+
+
+def initialize_tracking_tables(engine: Any) -> None:
+    """Create the tracking schema at head on an empty database."""
+    _call(INITIALIZE_TABLES, engine)
+
+
+def upgrade_tracking_schema(engine: Any) -> None:
+    """Run the tracking schema's Alembic migrations up to head."""
+    _call(UPGRADE_DB, engine)
+
+
+# --- the server's stores ---
+
+
+def registry_store() -> Any:
+    """The model registry store of this server process (as MLflow's handlers use it)."""
+    return _call(MODEL_REGISTRY_STORE)
+
+
+def tracking_store() -> Any:
+    """The tracking store of this server process (as MLflow's handlers use it)."""
+    return _call(TRACKING_STORE)
+
+
+# --- the basic-auth app ---
+
+
+def auth_store() -> Any:
+    """MLflow's auth store instance (users, grants, roles), shared by its validators and REST handlers."""
+    return resolve(AUTH_STORE)
+
+
+def auth_config() -> Any:
+    """The auth INI as MLflow read it when ``mlflow.server.auth`` was imported."""
+    return resolve(AUTH_CONFIG)
+
+
+def is_disabled_legacy_admin_login(username: str, password: str) -> bool:
+    """True for the old default admin password, which MLflow refuses even when it still matches."""
+    return bool(_call(DISABLED_LEGACY_ADMIN_LOGIN, username, password))
+
+
+def request_param(name: str) -> str:
+    """A parameter of the current Flask request, read as MLflow's validators read it (raises when absent)."""
+    return str(_call(GET_REQUEST_PARAM, name))
+
+
+def is_unprotected_route(path: str) -> bool:
+    """True for the routes MLflow's auth serves without login (static files, health, version)."""
+    return bool(_call(IS_UNPROTECTED_ROUTE, path))
+
+
+def route_validators() -> dict[tuple[str, str], Callable[[], bool]]:
+    """A copy of MLflow's table (path, method) -> validator of the Flask routes."""
+    return dict(resolve(BEFORE_REQUEST_VALIDATORS))
+
+
+def set_route_validator(path: str, method: str, validator: Callable[[], bool]) -> None:
+    """Make ``validator`` the authorization decision of a Flask route (admins skip it, as for MLflow's)."""
+    resolve(BEFORE_REQUEST_VALIDATORS)[(path, method)] = validator
+
+
+def auth_validator(name: str) -> Callable[[], bool]:
+    """One of MLflow's validators listed in ``AUTH_VALIDATORS``, by name."""
+    for internal in AUTH_VALIDATORS:
+        if internal.name == name:
+            validator: Callable[[], bool] = resolve(internal)
+            return validator
+    raise KeyError(f"{name} is not listed in AUTH_VALIDATORS")
+
+
+def run_requirement() -> Callable[[str, str], Any]:
+    """MLflow's resolver of a run id to its grant requirements, as its run-scoped validators see it now."""
+    resolver: Callable[[str, str], Any] = resolve(RUN_REQUIREMENT)
+    return resolver
+
+
+def replace_run_requirement(resolver: Callable[[str, str], Any]) -> None:
+    """Replace that resolver for every run-scoped validator (they look it up in their module)."""
+    resolve(RUN_REQUIREMENT)  # fails loudly if MLflow no longer has it
+    setattr(importlib.import_module(RUN_REQUIREMENT.module), RUN_REQUIREMENT.name, resolver)
+
+
+def run_requirement_for_experiment(experiment_id: str, action: str) -> Any:
+    """What MLflow's run resolver answers for a run of ``experiment_id``: read on the experiment, then
+    ``action`` on its runs with the experiment's grant as fallback."""
+    experiment_type = resolve(RESOURCE_TYPE_EXPERIMENT)
+    experiment = (experiment_type, experiment_id)
+    return experiment, [
+        _call(REQUIREMENT, experiment_type, experiment_id, "read"),
+        _call(REQUIREMENT, resolve(RESOURCE_TYPE_RUN), "*", action, fallback_if_no_grant=(experiment,)),
+    ]
+
+
+def fastapi_validator(path: str, method: str) -> Any:
+    """The validator MLflow's FastAPI permission middleware applies to a request, or None."""
+    return _call(FIND_FASTAPI_VALIDATOR, path, method)
+
+
+def matches_native_fastapi_route(native_routes: list[Any], scope: Any) -> bool:
+    """True when an ASGI scope is served by one of FastAPI's own routes (not handed on to Flask)."""
+    return bool(_call(SCOPE_MATCHES_NATIVE_ROUTE, native_routes, scope))
+
+
+def native_fastapi_routes(app: Any) -> list[Any]:
+    """The FastAPI app's own routes, as MLflow's permission middleware snapshots them."""
+    return list(_call(NATIVE_FASTAPI_ROUTES, app))
+
+
+def ungated_fastapi_route_markers() -> tuple[str, ...]:
+    """Path fragments of native FastAPI routes MLflow's fail-closed net lets through."""
+    return tuple(resolve(KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS))
+
+
+def basic_auth_fail_closed() -> bool:
+    """``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` as MLflow's auth reads it."""
+    return bool(resolve(BASIC_AUTH_FAIL_CLOSED).get())
+
+
+# --- the registry ---
+
+
+def is_prompt(model: Any) -> bool:
+    """True when a registered model is a prompt (MLflow keeps prompts in the registry)."""
+    return bool(_call_method(IS_PROMPT, model))
+
+
+# --- the client: runs of this process ---
+
+
+def active_runs_by_thread() -> dict[int, list[Any]]:
+    """The stack of active runs (``ActiveRun``) of every thread, by thread ident."""
+    return dict(resolve(ACTIVE_RUN_STACK).get_all_thread_values())
+
+
+def last_active_run_ids_by_thread() -> dict[int, str | None]:
+    """The id of the run each thread ended last, by thread ident."""
+    return dict(resolve(LAST_ACTIVE_RUN_ID).get_all_thread_values())
+
+
+def is_start_run_frame(frame: FrameType) -> bool:
+    """True when ``frame`` runs ``mlflow.start_run`` itself."""
+    return frame.f_code.co_name == START_RUN.name and frame.f_globals.get("__name__") == START_RUN.module
+
+
+def notebook_path_from_sessions() -> str | None:
+    """The notebook of this kernel, asked of the running Jupyter servers; None when none answers."""
+    found = _call(NOTEBOOK_PATH_FROM_SESSIONS)
+    return str(found) if found else None
+
+
+# --- the S3 artifact repository ---
+
+
+def s3_client(repo: Any) -> Any:
+    """The boto3 client an ``S3ArtifactRepository`` uses, with its credentials and endpoint."""
+    return _call_method(S3_CLIENT, repo)
+
+
+def s3_bucket_owner_params(repo: Any) -> dict[str, str]:
+    """The ``ExpectedBucketOwner`` argument an ``S3ArtifactRepository`` adds to its S3 calls (or none)."""
+    return dict(_member(S3_BUCKET_OWNER_PARAMS, repo))
