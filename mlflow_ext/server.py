@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from mlflow_ext import settings
+from mlflow_ext import mlflow_internals, settings
 from mlflow_ext.auth.store import migrate as migrate_ext_tables
 from mlflow_ext.errors import ConfigError, MigrationError
 from mlflow_ext.pglock import advisory_lock
@@ -150,11 +150,11 @@ def _migrate_tracking(uri: str) -> dict[str, Any]:
     try:
         with advisory_lock(engine, _MIGRATION_LOCK_ID):
             before = _revision(engine, "alembic_version")
-            head = db_utils._get_latest_schema_revision()
-            if db_utils._is_empty_database(engine):
-                db_utils._initialize_tables(engine)
+            head = mlflow_internals.latest_tracking_revision()
+            if mlflow_internals.is_empty_database(engine):
+                mlflow_internals.initialize_tracking_tables(engine)
             elif before != head:
-                db_utils._upgrade_db(engine)
+                mlflow_internals.upgrade_tracking_schema(engine)
             after = _revision(engine, "alembic_version")
     finally:
         engine.dispose()
