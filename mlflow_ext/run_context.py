@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mlflow_ext import settings
+from mlflow_ext import mlflow_internals, settings
 from mlflow_ext.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
@@ -450,12 +450,9 @@ def notebook_path(environ: Mapping[str, str]) -> str | None:
         if candidate:
             return str(candidate)
     try:  # ask the running Jupyter servers which session owns this kernel (MLflow's helper)
-        from mlflow.tracking.context import jupyter_notebook_context
-
-        found = jupyter_notebook_context._get_notebook_path_from_sessions()
+        return mlflow_internals.notebook_path_from_sessions()
     except Exception:  # pragma: no cover - depends on a live Jupyter server
         return None
-    return str(found) if found else None
 
 
 def collect_host() -> dict[str, str]:
@@ -518,13 +515,11 @@ class _Attacher:
                 _logger.warning("mlflow_ext: could not attach lineage artifacts: %s", exc)
 
     def _find_run(self, pending: _Pending) -> tuple[str, str] | None:
-        from mlflow.tracking import fluent
-
-        stack = fluent._active_run_stack.get_all_thread_values().get(pending.thread_ident) or []
+        stack = mlflow_internals.active_runs_by_thread().get(pending.thread_ident) or []
         for active in stack:
             if active.data.tags.get(COLLECTED_AT) == pending.marker:
                 return active.info.run_id, active.info.experiment_id
-        last = fluent._last_active_run_id.get_all_thread_values().get(pending.thread_ident)
+        last = mlflow_internals.last_active_run_ids_by_thread().get(pending.thread_ident)
         if last and last not in pending.checked:
             pending.checked.add(last)
             run = self._client(pending).get_run(last)
@@ -621,10 +616,7 @@ def _called_from_start_run() -> bool:
     for _ in range(6):
         if frame is None:
             return False
-        if (
-            frame.f_code.co_name == "start_run"
-            and frame.f_globals.get("__name__") == "mlflow.tracking.fluent"
-        ):
+        if mlflow_internals.is_start_run_frame(frame):
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False
