@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
+from mlflow_ext import mlflow_internals
+
 # S3 parts are at least 5 MiB (but the last); 10 MiB x 4 in flight keeps ~50 MiB per upload.
 PART_SIZE = 10 * 2**20
 PARTS_IN_FLIGHT = 4
@@ -40,7 +42,7 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
             args["ContentType"] = guessed_type
         if guessed_encoding is not None:
             args["ContentEncoding"] = guessed_encoding
-        args.update(self._bucket_owner_params)
+        args.update(mlflow_internals.s3_bucket_owner_params(self))
         args.update(self.get_s3_file_upload_extra_args() or {})
         return args
 
@@ -48,7 +50,7 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None
     ) -> None:
         bucket, key = self._destination(artifact_file_name, artifact_path)
-        self._get_s3_client().upload_fileobj(
+        mlflow_internals.s3_client(self).upload_fileobj(
             stream, bucket, key, ExtraArgs=self._object_args(artifact_file_name)
         )
 
@@ -59,9 +61,9 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         artifact_path: str | None = None,
     ) -> None:
         bucket, key = self._destination(artifact_file_name, artifact_path)
-        client = self._get_s3_client()
+        client = mlflow_internals.s3_client(self)
         object_args = self._object_args(artifact_file_name)
-        owner = dict(self._bucket_owner_params)
+        owner = mlflow_internals.s3_bucket_owner_params(self)
         buffer = bytearray()
         upload_id: str | None = None
         sent: list[asyncio.Task] = []
