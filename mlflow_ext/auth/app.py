@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import asgi, authn, config, policy, routes
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
@@ -43,17 +44,18 @@ def create_app() -> Any:
     from mlflow.protos.databricks_pb2 import INVALID_STATE
     from mlflow.server import app as flask_app
 
-    if auth_module.auth_config.authorization_function != AUTHORIZATION_FUNCTION:
+    if mlflow_internals.auth_config().authorization_function != AUTHORIZATION_FUNCTION:
         raise MlflowException(
             f"mlflow-ext-auth needs authorization_function = {AUTHORIZATION_FUNCTION} in the auth "
             "config (MLFLOW_AUTH_CONFIG_PATH); start the server with `mlflow-ext server run`.",
             INVALID_STATE,
         )
     settings = config.load(os.environ)
-    routes.register(flask_app, auth_module)
+    routes.register(flask_app)
     served = auth_module.create_app(flask_app)
 
-    ext = ExtStore(auth_module.store.engine, generation_engine(auth_module.store.engine))
+    users = mlflow_internals.auth_store()
+    ext = ExtStore(users.engine, generation_engine(users.engine))
     try:
         ext.generation()
     except Exception as exc:
@@ -66,18 +68,18 @@ def create_app() -> Any:
     # Every write through MLflow's auth store (users, grants, roles; REST, FastAPI routes and the
     # after-request hooks that grant a creator MANAGE or sweep a deleted model's grants) bumps the
     # generation once committed; its reads on the authorization path are memoised per generation.
-    wrap_store(auth_module.store, memo, ext.bump_generation)
-    wrap_run_requirement(auth_module, RunExperiments())
+    wrap_store(users, memo, ext.bump_generation)
+    wrap_run_requirement(RunExperiments())
     authn.install(
         authn.AuthState(
             settings=settings,
             ext=ext,
-            users=auth_module.store,
+            users=users,
             audit=AuditLog(settings.audit_log),
             cache=CredentialCache(settings.cache_max_entries, settings.cache_ttl_seconds),
             memo=memo,
         )
     )
-    policy.install(flask_app, auth_module)
-    asgi.install(served, flask_app, auth_module)
+    policy.install(flask_app)
+    asgi.install(served, flask_app)
     return served

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from mlflow_ext import mlflow_internals
+
 _logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -27,22 +29,22 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 PERMISSION_MIDDLEWARE = "fastapi_permission_middleware"
 
 
-def passes_to_flask(auth_module: Any, native_routes: list[Any], scope: Scope) -> bool:
+def passes_to_flask(native_routes: list[Any], scope: Scope) -> bool:
     """True when MLflow's permission middleware would only call the next app for this request.
 
     Mirrors the first steps of ``fastapi_permission_middleware`` (same functions, same order): an
     unprotected route, or a route with no FastAPI validator that the fail-closed net lets through.
     """
     path, method = scope["path"], scope["method"]
-    if auth_module.is_unprotected_route(path):
+    if mlflow_internals.is_unprotected_route(path):
         return True
-    if auth_module._find_fastapi_validator(path, method) is not None:
+    if mlflow_internals.fastapi_validator(path, method) is not None:
         return False
-    fail_closed = auth_module.MLFLOW_BASIC_AUTH_FAIL_CLOSED.get()
+    fail_closed = mlflow_internals.basic_auth_fail_closed()
     return not (
         fail_closed
-        and auth_module._scope_matches_native_route(native_routes, scope)
-        and not any(marker in path for marker in auth_module._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS)
+        and mlflow_internals.matches_native_fastapi_route(native_routes, scope)
+        and not any(marker in path for marker in mlflow_internals.ungated_fastapi_route_markers())
     )
 
 
@@ -82,7 +84,7 @@ def fixed_flask_paths(flask_app: Any) -> list[str]:
     return [rule.rule for rule in flask_app.url_map.iter_rules() if not rule.arguments]
 
 
-def install(served: Any, flask_app: Any, auth_module: Any) -> bool:
+def install(served: Any, flask_app: Any) -> bool:
     """Put ``PermissionFront`` in place of MLflow's permission middleware; False if it is not found."""
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
@@ -101,13 +103,13 @@ def install(served: Any, flask_app: Any, auth_module: Any) -> bool:
         return False
     index = found[0]
     dispatch = middleware[index].kwargs["dispatch"]
-    native_routes = auth_module._native_fastapi_routes(served)
+    native_routes = mlflow_internals.native_fastapi_routes(served)
 
     def guarded(app: ASGIApp) -> ASGIApp:
         return BaseHTTPMiddleware(app, dispatch=dispatch)
 
     def decide(scope: Scope) -> bool:
-        return passes_to_flask(auth_module, native_routes, scope)
+        return passes_to_flask(native_routes, scope)
 
     middleware[index] = Middleware(
         PermissionFront,

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import lockout, memo
 from mlflow_ext.auth import tokens as token_format
 from mlflow_ext.auth.audit import AuditLog
@@ -217,9 +218,7 @@ def _basic(
     if hit is not None and hit.generation == generation:
         return _accept(hit, username, password)
 
-    from mlflow.server.auth import _is_disabled_legacy_admin_login
-
-    if not st.users.authenticate_user(username, password) or _is_disabled_legacy_admin_login(
+    if not st.users.authenticate_user(username, password) or mlflow_internals.is_disabled_legacy_admin_login(
         username, password
     ):
         return _fail(st, address, username, "wrong password or unknown user", "password")

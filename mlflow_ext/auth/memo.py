@@ -30,6 +30,8 @@ from typing import Any
 
 from flask import g, has_request_context
 
+from mlflow_ext import mlflow_internals
+
 # The reads MLflow's validators make on (nearly) every request of a non-admin. Their answers are
 # immutable values (a User entity, a bool, a list of RoleGrantRow named tuples, copied on the way out).
 MEMOIZED_READS = ("get_user", "has_user", "list_grants", "is_workspace_admin")
@@ -185,30 +187,20 @@ class RunExperiments:
         return len(self._entries)
 
 
-def run_requirement_from(auth_module: Any, experiment_id: str, action: str) -> Any:
-    """What MLflow's ``_run_requirement`` answers for a run of ``experiment_id`` (a test compares them)."""
-    experiment = (auth_module.RESOURCE_TYPE_EXPERIMENT, experiment_id)
-    return experiment, [
-        auth_module.Requirement(auth_module.RESOURCE_TYPE_EXPERIMENT, experiment_id, "read"),
-        auth_module.Requirement(
-            auth_module.RESOURCE_TYPE_RUN, "*", action, fallback_if_no_grant=(experiment,)
-        ),
-    ]
-
-
-def wrap_run_requirement(auth_module: Any, runs: RunExperiments) -> None:
+def wrap_run_requirement(runs: RunExperiments) -> None:
     """Replace MLflow's ``_run_requirement`` (all run-scoped validators call it through the module)."""
-    original = getattr(auth_module._run_requirement, "__wrapped__", auth_module._run_requirement)
+    current = mlflow_internals.run_requirement()
+    original = getattr(current, "__wrapped__", current)
 
     @functools.wraps(original)
     def _run_requirement(run_id: str, action: str) -> Any:
         if isinstance(run_id, str) and run_id:
             experiment_id = runs.get(run_id)
             if experiment_id is not None:
-                return run_requirement_from(auth_module, experiment_id, action)
+                return mlflow_internals.run_requirement_for_experiment(experiment_id, action)
         resolved = original(run_id, action)
         if resolved is not None and isinstance(run_id, str) and run_id:
             runs.put(run_id, str(resolved[0][1]))
         return resolved
 
-    auth_module._run_requirement = _run_requirement
+    mlflow_internals.replace_run_requirement(_run_requirement)

@@ -29,6 +29,7 @@ from flask import Flask, Response, g, request
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import authn
 from mlflow_ext.auth import promotion_gates as promotion
 
@@ -41,9 +42,7 @@ _MEMO = "_mlflow_ext_protected"
 
 
 def _param(name: str) -> str:
-    from mlflow.server.auth import _get_request_param
-
-    return str(_get_request_param(name))
+    return mlflow_internals.request_param(name)
 
 
 def _username() -> str:
@@ -81,10 +80,8 @@ def _create_experiment_check() -> bool:
 def _create_registered_model_check() -> bool:
     if may_create("registered_models"):
         return True
-    from mlflow.server.handlers import _get_model_registry_store
-
     try:
-        _get_model_registry_store().get_registered_model(_param("name"))
+        mlflow_internals.registry_store().get_registered_model(_param("name"))
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -131,9 +128,7 @@ def protected_change() -> dict[str, Any] | None:
         "DELETE",
         "POST",
     ):
-        from mlflow.server.handlers import _get_model_registry_store
-
-        registry = _get_model_registry_store()
+        registry = mlflow_internals.registry_store()
         name = _param("name")
         try:
             if path.endswith(_DELETE_VERSION_SUFFIX):
@@ -194,29 +189,34 @@ def _then(first: Callable[[], bool], original: Callable[[], bool]) -> Callable[[
     return validator
 
 
-def wrap_validators(auth_module: Any) -> dict[str, int]:
+def wrap_validators() -> dict[str, int]:
     """Wrap MLflow's validators in place; returns how many routes each rule covers (for tests)."""
+    mlflow_validator = mlflow_internals.auth_validator
     by_validator = {
-        auth_module.validate_can_create_experiment: ("create_experiment", _create_experiment_check),
-        auth_module.validate_can_create_registered_model: (
+        mlflow_validator("validate_can_create_experiment"): ("create_experiment", _create_experiment_check),
+        mlflow_validator("validate_can_create_registered_model"): (
             "create_registered_model",
             _create_registered_model_check,
         ),
-        auth_module.validate_can_list_users: ("list_users", _list_users_check),
-        auth_module.validate_can_set_model_or_prompt_version_alias: ("alias", _protected_alias_check),
-        auth_module.validate_can_delete_model_or_prompt_version_alias: ("alias", _protected_alias_check),
-        auth_module.validate_can_delete_model_or_prompt_version: ("alias", _protected_alias_check),
-        auth_module.validate_can_delete_registered_model_or_prompt_cascade: ("alias", _protected_alias_check),
+        mlflow_validator("validate_can_list_users"): ("list_users", _list_users_check),
+        mlflow_validator("validate_can_set_model_or_prompt_version_alias"): ("alias", _protected_alias_check),
+        mlflow_validator("validate_can_delete_model_or_prompt_version_alias"): (
+            "alias",
+            _protected_alias_check,
+        ),
+        mlflow_validator("validate_can_delete_model_or_prompt_version"): ("alias", _protected_alias_check),
+        mlflow_validator("validate_can_delete_registered_model_or_prompt_cascade"): (
+            "alias",
+            _protected_alias_check,
+        ),
     }
     counts: dict[str, int] = {}
-    validators = auth_module.BEFORE_REQUEST_VALIDATORS
-    for key, validator in list(validators.items()):
-        path, _method = key
+    for (path, method), validator in mlflow_internals.route_validators().items():
         rule = by_validator.get(validator)
         if rule is None and path.endswith(_RENAME_MODEL_SUFFIX):
             rule = ("alias", _protected_alias_check)
         if rule is not None:
-            validators[key] = _then(rule[1], validator)
+            mlflow_internals.set_route_validator(path, method, _then(rule[1], validator))
             counts[rule[0]] = counts.get(rule[0], 0) + 1
     return counts
 
@@ -224,9 +224,7 @@ def wrap_validators(auth_module: Any) -> dict[str, int]:
 def _before_request() -> Response | None:
     """After MLflow's hook: note protected-alias changes of admins too, for the audit; gate and tag
     the version a protected alias is set to (everyone, admins included)."""
-    from mlflow.server.auth import is_unprotected_route
-
-    if is_unprotected_route(request.path) or request.method not in ("POST", "DELETE"):
+    if mlflow_internals.is_unprotected_route(request.path) or request.method not in ("POST", "DELETE"):
         return None
     if request.path.endswith(
         (_ALIAS_SUFFIX, _DELETE_VERSION_SUFFIX, _DELETE_MODEL_SUFFIX, _RENAME_MODEL_SUFFIX)
@@ -309,8 +307,8 @@ def _after_request(response: Response) -> Response:
     return response
 
 
-def install(flask_app: Flask, auth_module: Any) -> dict[str, int]:
-    counts = wrap_validators(auth_module)
+def install(flask_app: Flask) -> dict[str, int]:
+    counts = wrap_validators()
     promotion.configure(authn.state().settings.promotion_policy)
     flask_app.before_request(_before_request)
     flask_app.after_request(_after_request)

@@ -37,6 +37,7 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import authn, lockout
 from mlflow_ext.auth.store import RIGHTS, now_ms
 
@@ -304,7 +305,7 @@ ROUTES: list[tuple[str, str, Callable[[], Any], Callable[[], bool]]] = [
 ]
 
 
-def register(flask_app: Flask, auth_module: Any) -> None:
+def register(flask_app: Flask) -> None:
     from mlflow.server.handlers import catch_mlflow_exception
 
     for path, method, handler, validator in ROUTES:
@@ -314,4 +315,4 @@ def register(flask_app: Flask, auth_module: Any) -> None:
             view_func=catch_mlflow_exception(handler),
             methods=[method],
         )
-        auth_module.BEFORE_REQUEST_VALIDATORS[(path, method)] = validator
+        mlflow_internals.set_route_validator(path, method, validator)

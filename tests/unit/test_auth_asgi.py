@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import asgi, store
 
 
@@ -68,21 +69,20 @@ def test_everything_else_goes_through_mlflows_middleware():
 
 
 class _FakeAuth:
-    """The parts of mlflow.server.auth that ``passes_to_flask`` asks, with chosen answers."""
+    """What ``passes_to_flask`` asks of MLflow (through mlflow_internals), with chosen answers."""
 
     def __init__(self, unprotected=False, validator=None, fail_closed=True, native=False, markers=()):
-        self._unprotected, self._validator, self._native = unprotected, validator, native
-        self._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS = markers
-        self.MLFLOW_BASIC_AUTH_FAIL_CLOSED = type("Flag", (), {"get": staticmethod(lambda: fail_closed)})()
+        self.answers = {
+            "is_unprotected_route": lambda path: unprotected,
+            "fastapi_validator": lambda path, method: validator,
+            "basic_auth_fail_closed": lambda: fail_closed,
+            "matches_native_fastapi_route": lambda routes, scope: native,
+            "ungated_fastapi_route_markers": lambda: markers,
+        }
 
-    def is_unprotected_route(self, path):
-        return self._unprotected
-
-    def _find_fastapi_validator(self, path, method):
-        return self._validator
-
-    def _scope_matches_native_route(self, routes, scope):
-        return self._native
+    def install(self, monkeypatch) -> None:
+        for name, answer in self.answers.items():
+            monkeypatch.setattr(mlflow_internals, name, answer)
 
 
 @pytest.mark.parametrize(
@@ -96,8 +96,9 @@ class _FakeAuth:
         (_FakeAuth(native=True, markers=("/log-metric",)), True),
     ],
 )
-def test_the_decision_is_mlflows_middleware_s(auth, passes):
-    assert asgi.passes_to_flask(auth, [], _scope("/api/2.0/mlflow/runs/log-metric")) is passes
+def test_the_decision_is_mlflows_middleware_s(auth, passes, monkeypatch):
+    auth.install(monkeypatch)
+    assert asgi.passes_to_flask([], _scope("/api/2.0/mlflow/runs/log-metric")) is passes
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def test_run_requirement_from_the_cache_equals_mlflows(monkeypatch):
     monkeypatch.setattr(auth_module, "_get_tracking_store", lambda: SimpleNamespace(get_run=get_run))
     monkeypatch.setattr(auth_module, "_run_requirement", auth_module._run_requirement)
     original = auth_module._run_requirement
-    memo.wrap_run_requirement(auth_module, RunExperiments())
+    memo.wrap_run_requirement(RunExperiments())
     for action in ("read", "update"):
         assert auth_module._run_requirement("r1", action) == original("r1", action)
     assert calls.count("r1") == 3  # one miss, then the cache (plus the two comparisons)
