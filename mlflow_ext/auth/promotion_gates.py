@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import authn
-from mlflow_ext.errors import ConfigError
+from mlflow_ext.errors import ConfigError, PromotionRejected
 from mlflow_ext.policy import audit
 from mlflow_ext.policy.gates import StoreReader, evaluate, failed, read_holder, read_version, refusal
 from mlflow_ext.policy.rules import Policy, load
@@ -49,14 +50,11 @@ def configured_policy() -> Policy | None:
 
 
 def _reader() -> StoreReader:
-    from mlflow.server.handlers import _get_model_registry_store, _get_tracking_store
-
-    return StoreReader(_get_model_registry_store(), _get_tracking_store())
+    return StoreReader(mlflow_internals.registry_store(), mlflow_internals.tracking_store())
 
 
 def _is_prompt(reader: StoreReader, name: str) -> bool:
-    model = reader.registry.get_registered_model(name)
-    return bool(model._is_prompt())
+    return mlflow_internals.is_prompt(reader.registry.get_registered_model(name))
 
 
 def check(change: dict[str, Any], username: str) -> None:
@@ -91,7 +89,12 @@ def check(change: dict[str, Any], username: str) -> None:
         results = evaluate(rules, candidate, holder, alias, rollback=rollback)
         if failed(results):
             _audit_refusal(username, name, version, alias, [r.gate for r in failed(results)])
-            raise MlflowException(refusal(name, version, alias, results, rules.source), PERMISSION_DENIED)
+            raise MlflowException(
+                refusal(name, version, alias, results, rules.source),
+                PERMISSION_DENIED,
+                error_class=PromotionRejected.SERVER_ERROR_CLASS,
+                failed_gates=[r.gate for r in failed(results)],
+            )
 
     from_version = holder.version if holder is not None else None
     current = dict(candidate.version_tags)
