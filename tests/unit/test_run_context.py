@@ -325,7 +325,7 @@ def test_provider_is_registered_through_the_entry_point() -> None:
 def test_importing_the_provider_is_cheap() -> None:
     """MLflow imports the provider on every `import mlflow`: only the standard library may come with it."""
     heavy = ("mlflow", "boto3", "botocore", "pyarrow", "pandas", "sqlalchemy", "requests", "yaml")
-    code = f"import sys, mlflow_ext, mlflow_ext.run_context; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, mlflow_ext.run_context; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
