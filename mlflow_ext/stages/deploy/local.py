@@ -50,6 +50,21 @@ _SUPERVISOR = Path(__file__).with_name("supervisor.py")
 _COMPLETE = ".complete"
 
 
+def _pins(lock: str) -> str:
+    """The ``name==version`` lines of a lock file, without its hashes.
+
+    A constraints file with hashes switches pip into hash-checking mode for the model's own requirements,
+    which carry none; the constraints only pin versions.
+    """
+    joined = lock.replace("\\\n", " ")
+    pins = []
+    for line in joined.splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement and not requirement.startswith("-"):
+            pins.append(" ".join(part for part in requirement.split() if not part.startswith("--hash")))
+    return "\n".join(pins) + "\n"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -323,7 +338,9 @@ class LocalTarget(DeployTarget):
             str(requirements_file),
         ]
         if self.constraints:
-            install += ["-c", str(Path(self.constraints).resolve())]
+            constraints_file = directory / "venvs" / f"{digest}.constraints.txt"
+            constraints_file.write_text(_pins(constraints))
+            install += ["-c", str(constraints_file)]
         steps.append(install)
         with open(log_path, "wb") as log:
             for argv in steps:
