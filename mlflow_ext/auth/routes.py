@@ -18,7 +18,13 @@ path                                                   method  body / query
 /api/2.0/mlflow-ext/service-accounts/list              GET
 /api/2.0/mlflow-ext/lockouts/list                      GET
 /api/2.0/mlflow-ext/lockouts/clear                     POST    username? | address?
+/api/2.0/mlflow-ext/auth/check                         GET     (none: the credentials only)
 =====================================================  ======  ==========================================
+
+``auth/check`` is what the proxy asks (nginx ``auth_request``) before it reads the body of an upload:
+204 for valid credentials of any user, otherwise the answer of ``authn`` (401 with ``WWW-Authenticate``,
+400 or 429). The credentials are verified by the same ``before_request`` hook as every other route, so
+they go through the credential cache and a failure is counted toward lockout once, as for any request.
 
 The token secret appears once, in the answer to ``tokens/create``; only its hash is stored.
 """
@@ -52,6 +58,7 @@ SERVICE_ACCOUNTS_CREATE = f"{PREFIX}/service-accounts/create"
 SERVICE_ACCOUNTS_LIST = f"{PREFIX}/service-accounts/list"
 LOCKOUTS_LIST = f"{PREFIX}/lockouts/list"
 LOCKOUTS_CLEAR = f"{PREFIX}/lockouts/clear"
+AUTH_CHECK = f"{PREFIX}/auth/check"
 MAX_NAME = 255
 
 
@@ -265,6 +272,11 @@ def clear_lockout() -> Any:
     return jsonify({"changed": changed})
 
 
+def check_auth() -> Any:
+    # Reached only once MLflow's before_request hook has authenticated the request.
+    return "", 204
+
+
 # --- validators (non-admins; admins skip them, as for MLflow's routes) ------------------------------
 
 
@@ -291,6 +303,10 @@ def admin_only() -> bool:
     return False
 
 
+def any_user() -> bool:
+    return True
+
+
 ROUTES: list[tuple[str, str, Callable[[], Any], Callable[[], bool]]] = [
     (TOKENS_CREATE, "POST", create_token, can_create_token),
     (TOKENS_LIST, "GET", list_tokens, can_list_tokens),
@@ -302,6 +318,7 @@ ROUTES: list[tuple[str, str, Callable[[], Any], Callable[[], bool]]] = [
     (SERVICE_ACCOUNTS_LIST, "GET", list_service_accounts, admin_only),
     (LOCKOUTS_LIST, "GET", list_lockouts, admin_only),
     (LOCKOUTS_CLEAR, "POST", clear_lockout, admin_only),
+    (AUTH_CHECK, "GET", check_auth, any_user),
 ]
 
 
