@@ -10,9 +10,18 @@ Accepted credentials:
 - ``Authorization: Basic`` with a username and password from MLflow's user table;
 - ``Authorization: Bearer <token>`` with an access token (``MLFLOW_TRACKING_TOKEN`` on clients).
 
-Answers: an ``Authorization`` for a verified user (MLflow then runs its permission checks), 401 for
-missing or wrong credentials (with ``WWW-Authenticate: Basic`` so browsers prompt), 400 for malformed
-or oversized credentials, 429 with ``Retry-After`` while the username or client address is locked out.
+Answers: an ``Authorization`` for a verified user (MLflow then runs its permission checks), 401 with
+``WWW-Authenticate: Basic`` (so browsers prompt) for missing, wrong, malformed or oversized credentials,
+429 with ``Retry-After`` while the username or client address is locked out.
+
+Only wrong passwords count toward the lockouts: a password can be guessed. An access token is 256
+random bits, so a well-formed token that is unknown, revoked, expired or of a deleted user is answered
+401 and audited, but never counted: a CI job retrying a revoked token must not lock out every client
+behind its address. Malformed headers are not counted either (nothing was tried).
+
+An unknown username is checked against a dummy hash made by the same function, with the same algorithm
+and cost, as MLflow's stored hashes: it is answered as late as a wrong password, so the answer time
+does not tell which usernames exist.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +37,7 @@ from typing import Any
 
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import lockout, memo
@@ -45,6 +56,11 @@ TOUCH_INTERVAL_SECONDS = 60.0
 _MEMO = "_mlflow_ext_authorization"
 
 
+def dummy_password_hash() -> str:
+    """A hash of a random secret nobody knows, made as MLflow makes users' hashes (werkzeug's default)."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
 @dataclass
 class AuthState:
     """Everything one worker's authentication needs; built by ``app.create_app``."""
@@ -61,6 +77,8 @@ class AuthState:
     locks: dict[str, int] = field(default_factory=dict)
     touched: dict[int, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Checked for unknown usernames, so they cost what a wrong password costs.
+    dummy_hash: str = field(default_factory=dummy_password_hash)
 
     def refresh(self) -> int:
         """Read the generation counter (at most once per interval); on a change, empty the caches.
@@ -126,7 +144,8 @@ def unauthenticated(message: str = "You are not authenticated.") -> Response:
 
 
 def bad_credentials(message: str) -> Response:
-    return _json_response(400, "INVALID_PARAMETER_VALUE", message)
+    """Malformed or oversized credentials: a 401 challenge like any other unusable credential."""
+    return unauthenticated(message)
 
 
 def locked_out(until_ms: int) -> Response:
@@ -218,10 +237,10 @@ def _basic(
     if hit is not None and hit.generation == generation:
         return _accept(hit, username, password)
 
-    if not st.users.authenticate_user(username, password) or mlflow_internals.is_disabled_legacy_admin_login(
+    if not _password_matches(st, username, password) or mlflow_internals.is_disabled_legacy_admin_login(
         username, password
     ):
-        return _fail(st, address, username, "wrong password or unknown user", "password")
+        return _fail(st, address, username, "wrong password or unknown user")
     st.ext.clear_failures(lockout.user_key(username))
     entry = Verified(
         username=username,
@@ -234,6 +253,15 @@ def _basic(
         st.audit.record("service_account.auth", user=username, address=address, method="password")
     st.cache.put(cache_key, entry)
     return _accept(entry, username, password)
+
+
+def _password_matches(st: AuthState, username: str, password: str) -> bool:
+    """MLflow's check; for a username that does not exist, the same work on the dummy hash."""
+    if st.users.authenticate_user(username, password):
+        return True
+    if not st.users.has_user(username):
+        check_password_hash(st.dummy_hash, password)
+    return False
 
 
 def _bearer(st: AuthState, token: str, address: str, generation: int) -> Authorization | Response:
@@ -257,12 +285,12 @@ def _bearer(st: AuthState, token: str, address: str, generation: int) -> Authori
         return _accept(hit, hit.username, None)
     record = st.ext.find_token(token)
     if record is None:
-        return _fail(st, address, None, "unknown token", "token")
+        return _refuse_token(st, address, "unknown token")
     status = record.status(at)
     if status != "active":
-        return _fail(st, address, None, f"{status} token", "token", token_id=record.id, user=record.username)
+        return _refuse_token(st, address, f"{status} token", token_id=record.id, user=record.username)
     if not st.users.has_user(record.username):
-        return _fail(st, address, None, "token of a deleted user", "token", token_id=record.id)
+        return _refuse_token(st, address, "token of a deleted user", token_id=record.id)
     entry = Verified(
         username=record.username,
         method="token",
@@ -297,28 +325,25 @@ def _accept(entry: Verified, username: str, password: str | None) -> Authorizati
     return Authorization("basic" if entry.method == "password" else "bearer", data)
 
 
-def _fail(
-    st: AuthState,
-    address: str,
-    username: str | None,
-    reason: str,
-    method: str,
-    token_id: int | None = None,
-    user: str | None = None,
+def _refuse_token(
+    st: AuthState, address: str, reason: str, token_id: int | None = None, user: str | None = None
 ) -> Response:
+    """A well-formed token that is not (or no longer) valid: audited, never counted toward a lockout."""
+    st.audit.record(
+        "auth.failure", user=user, address=address, reason=reason, method="token", token_id=token_id
+    )
+    return unauthenticated("Invalid or revoked access token.")
+
+
+def _fail(st: AuthState, address: str, username: str, reason: str) -> Response:
+    """A wrong password (or unknown user): counted per address and per username, slowed, maybe locked."""
     s = st.settings
     window_ms, lock_ms, at = s.lockout_window_seconds * 1000, s.lockout_seconds * 1000, now_ms()
-    st.audit.record(
-        "auth.failure",
-        user=username or user,
-        address=address,
-        reason=reason,
-        method=method,
-        token_id=token_id,
-    )
-    counted = [(lockout.address_key(address), s.lockout_address_failures)]
-    if username is not None:
-        counted.append((lockout.user_key(username), s.lockout_user_failures))
+    st.audit.record("auth.failure", user=username, address=address, reason=reason, method="password")
+    counted = [
+        (lockout.address_key(address), s.lockout_address_failures),
+        (lockout.user_key(username), s.lockout_user_failures),
+    ]
     worst = 0
     for key, threshold in counted:
         outcome = st.ext.record_failure(key, threshold, window_ms, lock_ms, at)
@@ -332,6 +357,4 @@ def _fail(
     delay = lockout.slowdown_seconds(worst, s.slowdown_after)
     if delay:
         time.sleep(delay)
-    return unauthenticated(
-        "Invalid credentials." if method == "password" else "Invalid or revoked access token."
-    )
+    return unauthenticated("Invalid credentials.")
