@@ -488,3 +488,21 @@ class ExtStore:
             result = conn.execute(delete(failures_table).where(failures_table.c.key == key))
             self._bump(conn)
         return bool(result.rowcount)
+
+    def failure_rows(self, keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """Counted failures and lockouts, of ``keys`` or (``None``) of every username and address."""
+        query = select(failures_table).order_by(failures_table.c.key)
+        if keys is not None:
+            query = query.where(failures_table.c.key.in_(keys))
+        with self.engine.connect() as conn:
+            return [
+                {"key": row.key, "failures": row.failures, "locked_until": row.locked_until}
+                for row in conn.execute(query)
+            ]
+
+    def clear_lockouts(self, keys: list[str]) -> int:
+        """Forget the failures and lift the lockouts of ``keys``; every worker reloads its lockouts."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(failures_table).where(failures_table.c.key.in_(keys)))
+            self._bump(conn)
+        return int(result.rowcount)

@@ -1,5 +1,8 @@
 """`mlflow-ext users ...` and `mlflow-ext grant ...`: accounts, grants and rights over the REST API.
 
+``users unlock`` is the exception: it works on the auth database named by the server's env file, so
+an operator whom the lockout keeps out of the HTTP API can still lift it.
+
 Credentials: ``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``;
 missing ones are prompted for. New passwords come from ``MLFLOW_EXT_NEW_PASSWORD`` or a prompt, never
 from a flag. Every changing command has ``--dry-run``; every command has ``--output json``.
@@ -7,6 +10,7 @@ from a flag. Every changing command has ``--dry-run``; every command has ``--out
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable
@@ -14,9 +18,18 @@ from typing import Any
 
 import click
 
+from mlflow_ext import settings
 from mlflow_ext.auth import routes
+from mlflow_ext.auth import unlock as offline
 from mlflow_ext.auth.store import RIGHTS
-from mlflow_ext.commands.options import admin_client, dry_run_option, emit, output_option, tracking_option
+from mlflow_ext.commands.options import (
+    admin_client,
+    dry_run_option,
+    emit,
+    env_file_option,
+    output_option,
+    tracking_option,
+)
 
 USERS_API = "/api/2.0/mlflow/users"
 PERMISSIONS_API = "/api/3.0/mlflow/users/permissions"
@@ -156,22 +169,44 @@ def lockouts(tracking_uri: str, output: str) -> None:
 
 
 @users_group.command("unlock")
-@click.option("--user", "username", help="Username to unlock.")
-@click.option("--address", help="Client address to unlock.")
+@click.argument("username", required=False)
+@click.option("--address", help="Client address to unlock (as the audit log and `users lockouts` show it).")
+@click.option("--all", "everything", is_flag=True, help="Every username and address.")
+@env_file_option
 @dry_run_option
-@tracking_option(required=True)
 @output_option
-def unlock(username: str | None, address: str | None, dry_run: bool, tracking_uri: str, output: str) -> None:
-    """Lift a lockout before it expires."""
-    if (username is None) == (address is None):
-        raise click.UsageError("give exactly one of --user or --address")
-    if dry_run:
-        emit({"changed": True, "dry_run": True, "would_unlock": username or address}, output)
+def unlock(
+    username: str | None,
+    address: str | None,
+    everything: bool,
+    env_file: str | None,
+    dry_run: bool,
+    output: str,
+) -> None:
+    """Lift lockouts on the auth database directly (no server login needed): USERNAME, --address or --all.
+
+    Reads the auth database from the server's env file, so it also works for an admin whose own address
+    is locked out. Prints what it cleared (with --dry-run: what it would clear).
+    """
+    if sum((username is not None, address is not None, everything)) != 1:
+        raise click.UsageError("give exactly one of USERNAME, --address or --all")
+    values = settings.load(settings.apply_env_file(env_file))
+    report = offline.unlock(values, username, address, everything, dry_run)
+    if output == "json":
+        emit(report, output)
         return
-    answer = admin_client(tracking_uri).call(
-        "POST", routes.LOCKOUTS_CLEAR, {"username": username, "address": address}
-    )
-    emit(answer, output)
+    verb = "would clear" if dry_run else "cleared"
+    if not report["cleared"]:
+        click.echo("nothing to clear: no lockout or counted failure matches")
+    for row in report["cleared"]:
+        state = f"locked until {_when(row['locked_until'])}" if row["locked"] else "not locked"
+        click.echo(f"{verb} {row['key']} ({row['failures']} failures counted, {state})")
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # --- grant --------------------------------------------------------------------------------------
