@@ -44,6 +44,11 @@ def configure(path: str | None) -> None:
     _policy_path = path
 
 
+def configured_path() -> str | None:
+    """The policy file named by ``MLFLOW_EXT_PROMOTION_POLICY``, if any (served by ``routes``)."""
+    return _policy_path
+
+
 def configured_policy() -> Policy | None:
     """The configured policy as the file is now: a changed file is read again, a broken one raises."""
     return load(_policy_path) if _policy_path else None

@@ -18,15 +18,18 @@ path                                                   method  body / query
 /api/2.0/mlflow-ext/service-accounts/list              GET
 /api/2.0/mlflow-ext/lockouts/list                      GET
 /api/2.0/mlflow-ext/lockouts/clear                     POST    username? | address?
+/api/2.0/mlflow-ext/promotion/policy                   GET     (none; any authenticated user)
 /api/2.0/mlflow-ext/auth/check                         GET     (none: the credentials only)
 =====================================================  ======  ==========================================
 
 ``auth/check`` is what the proxy asks (nginx ``auth_request``) before it reads the body of an upload:
 204 for valid credentials of any user, otherwise the answer of ``authn`` (401 with ``WWW-Authenticate``,
-400 or 429). The credentials are verified by the same ``before_request`` hook as every other route, so
+or 429). The credentials are verified by the same ``before_request`` hook as every other route, so
 they go through the credential cache and a failure is counted toward lockout once, as for any request.
 
 The token secret appears once, in the answer to ``tokens/create``; only its hash is stored.
+``promotion/policy`` serves the server's promotion policy read only (mlflow_ext.policy.served), so that
+``mlflow-ext promote`` checks the gates the server will check even where it cannot read the file.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ from flask import Flask, jsonify, request
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
 )
 
 from mlflow_ext import mlflow_internals
-from mlflow_ext.auth import authn, lockout
+from mlflow_ext.auth import authn, lockout, promotion_gates
 from mlflow_ext.auth.store import RIGHTS, now_ms
+from mlflow_ext.errors import ConfigError
+from mlflow_ext.policy import served
 
 PREFIX = "/api/2.0/mlflow-ext"
 TOKENS_CREATE = f"{PREFIX}/tokens/create"
@@ -58,6 +64,7 @@ SERVICE_ACCOUNTS_CREATE = f"{PREFIX}/service-accounts/create"
 SERVICE_ACCOUNTS_LIST = f"{PREFIX}/service-accounts/list"
 LOCKOUTS_LIST = f"{PREFIX}/lockouts/list"
 LOCKOUTS_CLEAR = f"{PREFIX}/lockouts/clear"
+PROMOTION_POLICY = served.PATH
 AUTH_CHECK = f"{PREFIX}/auth/check"
 MAX_NAME = 255
 
@@ -277,6 +284,13 @@ def check_auth() -> Any:
     return "", 204
 
 
+def get_promotion_policy() -> Any:
+    try:
+        return jsonify(served.document(promotion_gates.configured_path()))
+    except ConfigError as exc:  # the server refuses protected-alias moves with the same error
+        raise MlflowException(f"promotion gates unavailable: {exc}", INVALID_STATE) from None
+
+
 # --- validators (non-admins; admins skip them, as for MLflow's routes) ------------------------------
 
 
@@ -303,6 +317,11 @@ def admin_only() -> bool:
     return False
 
 
+def can_read_promotion_policy() -> bool:
+    # Any authenticated user: the gates a promotion must pass are no secret to those who promote.
+    return True
+
+
 def any_user() -> bool:
     return True
 
@@ -318,6 +337,7 @@ ROUTES: list[tuple[str, str, Callable[[], Any], Callable[[], bool]]] = [
     (SERVICE_ACCOUNTS_LIST, "GET", list_service_accounts, admin_only),
     (LOCKOUTS_LIST, "GET", list_lockouts, admin_only),
     (LOCKOUTS_CLEAR, "POST", clear_lockout, admin_only),
+    (PROMOTION_POLICY, "GET", get_promotion_policy, can_read_promotion_policy),
     (AUTH_CHECK, "GET", check_auth, any_user),
 ]
 

@@ -3,6 +3,9 @@
 Credentials as for every MLflow client: ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_TOKEN`` or
 ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``. A refused promotion exits with
 PromotionRejected's code (4); with ``--output json`` its gates are printed first.
+
+The policy checked is ``--policy`` when given, else the server's own (read from the server, which may
+be the only one able to read its file), else the built-in one; the output says which (``policy_origin``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import click
 
 from mlflow_ext.commands.options import dry_run_option, emit, output_option, tracking_option
 from mlflow_ext.errors import PromotionRejected
-from mlflow_ext.policy import rules as policy_file
 from mlflow_ext.promotion import promote as library
+from mlflow_ext.promotion.policy_source import ChosenPolicy, choose
 from mlflow_ext.promotion.promote import Outcome
 
 
@@ -26,8 +29,8 @@ def policy_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "policy_path",
         envvar="MLFLOW_EXT_PROMOTION_POLICY",
         type=click.Path(dir_okay=False),
-        help="Promotion policy file (YAML). Default: require the code revision and a training-data "
-        "fingerprint, no metric gates.",
+        help="Promotion policy file (YAML). Default: the server's policy; when the server has none, the "
+        "built-in one (the code revision and a training-data fingerprint, no metric gates).",
     )(func)
 
 
@@ -45,24 +48,25 @@ def move_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _library_options(move: dict[str, Any]) -> dict[str, Any]:
-    """The shared options as the library takes them; the policy file is read (and checked) first."""
+def _library_options(move: dict[str, Any], chosen: ChosenPolicy) -> dict[str, Any]:
+    """The shared options as the library takes them."""
     return {
         "reason": move["reason"],
-        "policy": policy_file.load_optional(move["policy_path"]),
+        "policy": chosen.policy,
         "dry_run": move["dry_run"],
         "tracking_uri": move["tracking_uri"],
     }
 
 
-def _show(outcome: Outcome, output: str) -> None:
+def _show(outcome: Outcome, output: str, chosen: ChosenPolicy) -> None:
     if output == "json":
-        emit(outcome.to_dict(), output)
+        emit({**outcome.to_dict(), "policy_origin": chosen.to_dict()}, output)
         return
     for gate in outcome.gates:
         click.echo(f"[{gate.status:>7}] {gate.gate}: {gate.found}")
     if outcome.gates:
         click.echo(f"policy: {outcome.policy}")
+    click.echo(f"policy from: {chosen.describe()}")
     if outcome.dry_run and outcome.changed:
         click.echo(f"dry run: {outcome.message}; tags it would set:")
         for key, value in outcome.tags.items():
@@ -71,14 +75,16 @@ def _show(outcome: Outcome, output: str) -> None:
         click.echo(outcome.message)
 
 
-def _run(action: Callable[[], Outcome], output: str) -> None:
+def _run(action: Callable[[dict[str, Any]], Outcome], move: dict[str, Any], output: str) -> None:
+    # The policy is read (and checked) before anything else: a bad file stops the command first.
+    chosen = choose(move["policy_path"], move["tracking_uri"])
     try:
-        outcome = action()
+        outcome = action(_library_options(move, chosen))
     except PromotionRejected as exc:  # the gates on stdout; the message and exit code from the CLI
         if exc.outcome is not None:
-            _show(exc.outcome, output)
+            _show(exc.outcome, output, chosen)
         raise
-    _show(outcome, output)
+    _show(outcome, output, chosen)
 
 
 @click.command("promote")
@@ -88,7 +94,7 @@ def _run(action: Callable[[], Outcome], output: str) -> None:
 @move_options
 def promote_command(model: str, version: str, alias: str, output: str, **move: Any) -> None:
     """Point ALIAS of MODEL at VERSION once every gate passes, leaving promotion.* audit tags."""
-    _run(lambda: library.promote(model, version, alias, **_library_options(move)), output)
+    _run(lambda options: library.promote(model, version, alias, **options), move, output)
 
 
 @click.command("rollback")
@@ -97,7 +103,7 @@ def promote_command(model: str, version: str, alias: str, output: str, **move: A
 @move_options
 def rollback_command(model: str, alias: str, output: str, **move: Any) -> None:
     """Move ALIAS of MODEL back to the version it held before (relative gates skipped)."""
-    _run(lambda: library.rollback(model, alias, **_library_options(move)), output)
+    _run(lambda options: library.rollback(model, alias, **options), move, output)
 
 
 @click.command("report")

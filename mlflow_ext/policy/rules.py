@@ -251,12 +251,23 @@ def _stamp(path: str) -> tuple[int, int]:
     return info.st_mtime_ns, info.st_size
 
 
-def _read(path: str) -> Policy:
+def read_text(path: str) -> str:
+    """The file's text; ConfigError names the file when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"promotion policy {path}: cannot read: {exc.strerror or exc}") from None
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"promotion policy {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+
+
+def _read(path: str) -> Policy:
+    return from_text(read_text(path), path)
+
+
+def from_text(text: str, path: str) -> Policy:
+    """Parse a policy from its YAML text; ``path`` names it in messages and in each rule's source."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -3,11 +3,14 @@ server enforces a promotion policy: `mlflow-ext promote`, `rollback`, `report`, 
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from tests.support.services import VENV_BIN, Platform, running_platform
 pytestmark = pytest.mark.integration
 
 ALIAS_API = "/api/2.0/mlflow/registered-models/alias"
+POLICY_API = "/api/2.0/mlflow-ext/promotion/policy"
 
 SERVER_POLICY = """\
 defaults:
@@ -449,3 +453,99 @@ def test_the_webhook_finds_the_audit_tags_already_in_place(promo, client, experi
     finally:
         client.delete_webhook(webhook.webhook_id)
         receiver.shutdown()
+
+
+def as_client(platform: Platform, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """`mlflow-ext ...` as a user elsewhere runs it: credentials only, no --policy, no access to the server's
+    files (as `nobody` when the tests run as root, who could read anything)."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GO_", "MLFLOW_"))},
+        **platform.client_env(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HOME": str(home),
+    }
+    argv = [str(VENV_BIN / "mlflow-ext"), *args]
+    if os.geteuid() == 0:
+        argv = ["runuser", "--preserve-environment", "-u", "nobody", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=120)
+
+
+@pytest.fixture
+def client_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="promo-client-"))
+    home.chmod(0o777)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_cli_checks_the_servers_policy_that_it_cannot_read(
+    promo, client, experiment_id, policies, client_home
+):
+    server_file = promo.server.env["MLFLOW_EXT_PROMOTION_POLICY"]
+    if os.geteuid() == 0:
+        assert subprocess.run(
+            ["runuser", "-u", "nobody", "--", "cat", server_file], capture_output=True
+        ).returncode
+    else:
+        os.chmod(server_file, 0)
+    name, (good, low) = new_model(
+        client, experiment_id, policies["data"], {"accuracy": 0.95}, {"accuracy": 0.85}
+    )
+    assert cli(promo, "promote", name, good, "--to", "production").returncode == 0
+
+    # Refused on the client by the server's own gate, before any tag is written or the alias is asked to move.
+    refused = as_client(
+        promo, "promote", name, low, "--to", "production", "--output", "json", home=client_home
+    )
+    assert refused.returncode == 4, refused.stderr
+    result = json.loads(refused.stdout)
+    assert "accuracy >= 0.9" in [g["gate"] for g in result["gates"] if g["status"] == "failed"]
+    assert result["policy"] == f"models[0] (name 'promo-*') of {server_file}"
+    assert result["policy_origin"]["origin"] == "server" and result["policy_origin"]["path"] == server_file
+    assert result["policy_origin"]["sha256"] == hashlib.sha256(SERVER_POLICY.encode()).hexdigest()
+    assert "the server refused" not in refused.stderr and "gate 'accuracy >= 0.9' failed" in refused.stderr
+    assert promotion_tags(client, name, low) == {} and holder(client, name, "production") == good
+    assert not [
+        e for e in audit_events(promo) if e["event"] == "alias.promotion_refused" and e["name"] == name
+    ]
+
+    # The text output says which policy it checked.
+    dry = as_client(promo, "promote", name, good, "--to", "staging", "--dry-run", home=client_home)
+    assert dry.returncode == 0, dry.stderr
+    assert f"policy from: the server's policy {server_file} (sha256 " in dry.stdout
+
+    # --policy still overrides: a lenient file lets the client through, and then the server refuses.
+    lenient = client_home / "lenient.yaml"
+    lenient.write_text(LENIENT_POLICY)
+    lenient.chmod(0o644)
+    overridden = as_client(
+        promo, "promote", name, low, "--to", "production", "--policy", str(lenient), "--output", "json",
+        home=client_home,
+    )  # fmt: skip
+    assert overridden.returncode == 4, overridden.stderr
+    assert "the server refused" in overridden.stderr
+    assert json.loads(overridden.stdout)["policy_origin"]["origin"] == "file"
+    assert holder(client, name, "production") == good
+
+
+def test_any_user_may_read_the_servers_policy_and_none_means_built_in(promo, platform, client_home):
+    user, password = new_user(promo, "reader")
+    served = Api(promo.tracking_uri, user, password).ok("GET", POLICY_API)["policy"]
+    assert (
+        served["yaml"] == SERVER_POLICY and served["path"] == promo.server.env["MLFLOW_EXT_PROMOTION_POLICY"]
+    )
+    assert Api(promo.tracking_uri).call("GET", POLICY_API).status_code == 401
+    assert admin(platform).ok("GET", POLICY_API) == {"policy": None}  # a server without a policy
+    from mlflow import MlflowClient
+
+    with patched_environ({**platform.client_env(), "MLFLOW_DISABLE_TELEMETRY": "true"}):
+        plain = MlflowClient(platform.tracking_uri)
+        name = f"plain-{secrets.token_hex(4)}"
+        plain.create_registered_model(name)
+        version = str(plain.create_model_version(name, f"s3://{platform.bucket}/plain/model").version)
+    fallback = as_client(
+        platform, "promote", name, version, "--to", "staging", "--output", "json", home=client_home
+    )
+    assert fallback.returncode == 4, fallback.stderr  # no run: the built-in lineage gates fail
+    origin = json.loads(fallback.stdout)["policy_origin"]
+    assert origin["origin"] == "built-in" and "the server has no promotion policy" in origin["description"]
