@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import statistics
+import time
 
 import pytest
 
@@ -89,3 +91,24 @@ def test_unknown_user_and_wrong_password_look_the_same(platform):
     wrong = Api(platform.tracking_uri, username, "not-" + password).call("GET", CURRENT)
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.json() == wrong.json()
+
+
+def test_unknown_users_answer_as_late_as_wrong_passwords(platform):
+    """Timing tells nothing: medians of interleaved attempts, each from its own address and on its own
+    user, so no slow-down or lockout applies."""
+    rounds = 20
+    users = [new_user(platform, "timed") for _ in range(rounds)]
+    unknown: list[float] = []
+    wrong: list[float] = []
+    for i, (username, password) in enumerate(users):
+        for kind, api in (
+            (unknown, Api(platform.tracking_uri, f"nobody-{username}", password)),
+            (wrong, Api(platform.tracking_uri, username, "not-" + password)),
+        ):
+            start = time.perf_counter()
+            status = api.call("GET", CURRENT).status_code
+            kind.append(time.perf_counter() - start)
+            assert status == 401, (i, status)
+    unknown_median, wrong_median = statistics.median(unknown), statistics.median(wrong)
+    print(f"server medians: unknown user {unknown_median:.4f} s, wrong password {wrong_median:.4f} s")
+    assert 0.7 <= unknown_median / wrong_median <= 1.4, (unknown, wrong)
