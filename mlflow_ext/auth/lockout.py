@@ -1,7 +1,8 @@
 """Brute-force protection: who a failed login is counted against, and how it is slowed.
 
-Failures are counted in the auth database (``mlflow_ext_login_failures``) per username and per client
-address, so every worker and replica sees the same counts. After ``slowdown_after`` failures each
+Failed password logins are counted in the auth database (``mlflow_ext_login_failures``) per username and
+per client address, so every worker and replica sees the same counts. Tokens are random, not guessable:
+a refused token is audited but never counted (``authn``). After ``slowdown_after`` failures each
 further failure is answered after a growing delay (0.25 s, 0.5 s, 1 s, capped at 2 s); at the threshold
 the username or address is locked for ``lockout_seconds``: every attempt, even with the right password,
 gets 429 with ``Retry-After``. A new lockout bumps the generation counter, so every worker drops its
