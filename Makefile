@@ -7,7 +7,7 @@ ANSIBLE_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help up down test test-infra lint bench clean
+.PHONY: help up down test test-infra chaos lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: $(DEV_VENV)/.installed  ## unit, contract and integration tests (real Post
 
 test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## converge site.yml on this host, then test it
 	$(DEV_VENV)/bin/pytest -q tests/infra
+
+chaos: $(DEV_VENV)/.installed  ## fault suite against the provisioned platform (after test-infra); table in results/
+	MLFLOW_PLATFORM_CHAOS=1 $(DEV_VENV)/bin/pytest -q tests/chaos
 
 lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy, hadolint
 	cd ansible && ../$(DEV_VENV)/bin/ansible-lint --profile production

@@ -7,8 +7,9 @@ schedule is refused for any variable the pipeline does not declare. Status codes
 GoCD's API documentation (https://api.gocd.org/current/) and server source; tests/contract pins them.
 
 Besides the API, the test controls: add_pipeline, pause/unpause, schedules(), go_down()/come_back()
-(the listening socket really closes), fail_next() (answer 5xx) and hold_schedules()/release_schedules()
-(record a trigger but keep its 202 until released, to kill a client mid-delivery).
+(the listening socket really closes), fail_next() (answer 5xx), fail_for() (answer 5xx for a while) and
+hold_schedules()/release_schedules() (record a trigger but keep its 202 until released, to kill a client
+mid-delivery).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class FakeGoCD:
         self._pipelines: dict[str, _Pipeline] = {}
         self._schedules: list[Schedule] = []
         self._failures: list[int] = []
+        self._failing: tuple[float, int] | None = None  # (monotonic deadline, status) of fail_for()
         self._released = threading.Event()
         self._released.set()
         self._server: _Server | None = None
@@ -246,6 +248,11 @@ class FakeGoCD:
         with self._lock:
             self._failures.extend([status] * count)
 
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Every API call answers ``status`` without doing anything for the next ``seconds`` (0 ends it)."""
+        with self._lock:
+            self._failing = (time.monotonic() + seconds, status) if seconds > 0 else None
+
     def hold_schedules(self) -> None:
         """From now on a trigger is recorded at once but its 202 is only sent after release_schedules()."""
         self._released.clear()
@@ -272,6 +279,9 @@ class FakeGoCD:
         with self._lock:
             if self._failures:
                 status = self._failures.pop(0)
+                return status, {"message": f"Fake GoCD answered {status} as asked."}, media
+            if self._failing is not None and time.monotonic() < self._failing[0]:
+                status = self._failing[1]
                 return status, {"message": f"Fake GoCD answered {status} as asked."}, media
         try:
             user = self._authenticate(headers.get("authorization"))
