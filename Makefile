@@ -32,7 +32,12 @@ down: $(TOOLS_VENV)/.installed  ## stop the platform's services, keeping all dat
 test: $(DEV_VENV)/.installed  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
 	$(DEV_VENV)/bin/pytest -q
 
-test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## converge site.yml on this host, then test it
+# Debian's chromium, for the UI-under-CSP test of tests/infra (installed once; CI starts from a clean machine).
+/usr/bin/chromium:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed /usr/bin/chromium  ## converge site.yml on this host, then test it
 	$(DEV_VENV)/bin/pytest -q tests/infra
 
 chaos: $(DEV_VENV)/.installed  ## fault suite against the provisioned platform (after test-infra); table in results/
