@@ -27,6 +27,9 @@ SECRET_FILES = [
     (MLFLOW_ENV_FILE, 0o640, "root", "mlflow"),
     (MLFLOW_PGPASS, 0o600, "mlflow", "mlflow"),
     (SEAWEEDFS_IDENTITIES, 0o600, "seaweedfs", "seaweedfs"),
+    # JWT keys and the gRPC (mutual TLS) key of SeaweedFS.
+    ("/etc/seaweedfs/security/security.toml", 0o600, "seaweedfs", "seaweedfs"),
+    ("/etc/seaweedfs/security/grpc.key", 0o600, "seaweedfs", "seaweedfs"),
     (TLS_KEY, 0o600, "root", "root"),
     ("/run/mlflow-server/basic_auth.ini", 0o600, "mlflow", "mlflow"),
     # Written by the role on the server host, outside the generated secrets directory.
