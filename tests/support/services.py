@@ -145,6 +145,12 @@ class Postgres:
         )
         pwfile.unlink()
         (self.port,) = free_ports(1)
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server of the cluster (again), on the same port and with the same options."""
+        assert self.directory is not None
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
             "-c fsync=off -c max_connections=200"
@@ -154,7 +160,7 @@ class Postgres:
                 [
                     str(PG_BIN / "pg_ctl"),
                     "-D",
-                    str(data),
+                    str(self.directory / "data"),
                     "-o",
                     options,
                     "-l",
@@ -166,7 +172,17 @@ class Postgres:
             check=True,
             capture_output=True,
         )
-        return self
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), keeping the cluster for ``resume``."""
+        assert self.directory is not None
+        subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"]
+            ),
+            check=True,
+            capture_output=True,
+        )
 
     def psql(
         self, sql: str, database: str = "postgres", user: str | None = None, password: str | None = None
