@@ -25,6 +25,8 @@ from mlflow_ext import mlflow_internals
 # S3 parts are at least 5 MiB (but the last); 10 MiB x 4 in flight keeps ~50 MiB per upload.
 PART_SIZE = 10 * 2**20
 PARTS_IN_FLIGHT = 4
+# What S3 (and SeaweedFS) answer for an object that is not there: GetObject and HeadObject.
+MISSING_OBJECT_CODES = ("NoSuchKey", "404", "NotFound")
 
 
 class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
@@ -45,6 +47,19 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         args.update(mlflow_internals.s3_bucket_owner_params(self))
         args.update(self.get_s3_file_upload_extra_args() or {})
         return args
+
+    def _download_file(self, remote_file_path: str, local_path: str) -> None:
+        """MLflow's download; a missing object is RESOURCE_DOES_NOT_EXIST (404), not an internal error."""
+        from botocore.exceptions import ClientError
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+        try:
+            mlflow_internals.download_s3_file(self, remote_file_path, local_path)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in MISSING_OBJECT_CODES:
+                raise
+            raise MlflowException("No artifact at that path.", RESOURCE_DOES_NOT_EXIST) from None
 
     def log_artifact_from_stream(
         self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None

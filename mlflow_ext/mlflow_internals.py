@@ -122,6 +122,24 @@ AUTH_VALIDATORS = tuple(
     )
 )
 
+# The functions with which MLflow reads a request's parameters: an exception raised in one of them
+# means a malformed request (mlflow_ext.auth.guard answers it 400), recognised on the traceback.
+REQUEST_READING_FRAMES = (
+    *(
+        Internal(_HANDLERS, name, "mlflow_ext.auth.guard", frame=True)
+        for name in (
+            "_get_request_json",
+            "_get_normalized_request_json",
+            "_get_request_message",
+            "_validate_request_json_with_schema",
+        )
+    ),
+    Internal(_AUTH, "_get_request_param", "mlflow_ext.auth.guard", frame=True),
+)
+# MLflow's auth hook, which runs the validators: a TypeError or the like raised below it comes from a
+# parameter of a shape the validators did not expect (mlflow_ext.auth.guard answers it 400).
+REQUEST_VALIDATION_FRAME = Internal(_AUTH, "_before_request", "mlflow_ext.auth.guard", frame=True)
+
 # --- the registry ---
 IS_PROMPT = Internal(
     "mlflow.entities.model_registry",
@@ -170,6 +188,14 @@ ASYNC_STREAM_UPLOAD = Internal(
     params=("self", "chunks", "artifact_file_name", "artifact_path"),
     overridden_by="mlflow_ext.artifacts:StreamingS3ArtifactRepository",
 )
+# Overridden so that a missing object is RESOURCE_DOES_NOT_EXIST (a 404), not an internal error.
+DOWNLOAD_FILE = Internal(
+    _S3_REPO,
+    "S3ArtifactRepository._download_file",
+    "mlflow_ext.artifacts",
+    params=("self", "remote_file_path", "local_path"),
+    overridden_by="mlflow_ext.artifacts:StreamingS3ArtifactRepository",
+)
 
 INTERNALS: tuple[Internal, ...] = (
     LATEST_SCHEMA_REVISION,
@@ -194,6 +220,8 @@ INTERNALS: tuple[Internal, ...] = (
     KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS,
     BASIC_AUTH_FAIL_CLOSED,
     *AUTH_VALIDATORS,
+    *REQUEST_READING_FRAMES,
+    REQUEST_VALIDATION_FRAME,
     IS_PROMPT,
     ACTIVE_RUN_STACK,
     LAST_ACTIVE_RUN_ID,
@@ -203,6 +231,7 @@ INTERNALS: tuple[Internal, ...] = (
     S3_BUCKET_OWNER_PARAMS,
     STREAM_UPLOAD,
     ASYNC_STREAM_UPLOAD,
+    DOWNLOAD_FILE,
 )
 
 
@@ -413,6 +442,18 @@ def last_active_run_ids_by_thread() -> dict[int, str | None]:
     return dict(resolve(LAST_ACTIVE_RUN_ID).get_all_thread_values())
 
 
+def is_request_reading_frame(frame: FrameType) -> bool:
+    """True when ``frame`` runs one of the functions with which MLflow reads a request's parameters."""
+    module, name = frame.f_globals.get("__name__"), frame.f_code.co_name
+    return any(name == internal.name and module == internal.module for internal in REQUEST_READING_FRAMES)
+
+
+def is_request_validation_frame(frame: FrameType) -> bool:
+    """True when ``frame`` runs MLflow's auth hook (authentication and the validators)."""
+    internal = REQUEST_VALIDATION_FRAME
+    return frame.f_code.co_name == internal.name and frame.f_globals.get("__name__") == internal.module
+
+
 def is_start_run_frame(frame: FrameType) -> bool:
     """True when ``frame`` runs ``mlflow.start_run`` itself."""
     return frame.f_code.co_name == START_RUN.name and frame.f_globals.get("__name__") == START_RUN.module
@@ -425,6 +466,14 @@ def notebook_path_from_sessions() -> str | None:
 
 
 # --- the S3 artifact repository ---
+
+
+def download_s3_file(repository: Any, remote_file_path: str, local_path: str) -> None:
+    """MLflow's download of one object of the S3 repository (the method ours overrides)."""
+    args = (repository, remote_file_path, local_path)
+    assert DOWNLOAD_FILE.params is not None
+    _check_call(DOWNLOAD_FILE, DOWNLOAD_FILE.params, args, {})
+    resolve(DOWNLOAD_FILE)(*args)
 
 
 def s3_client(repo: Any) -> Any:

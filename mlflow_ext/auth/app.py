@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from mlflow_ext import mlflow_internals
-from mlflow_ext.auth import asgi, authn, config, policy, routes
+from mlflow_ext.auth import asgi, authn, config, guard, policy, routes
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
 from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
@@ -82,4 +82,6 @@ def create_app() -> Any:
     )
     policy.install(flask_app)
     asgi.install(served, flask_app)
+    # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
+    guard.install(served, flask_app)
     return served

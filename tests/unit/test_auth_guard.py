@@ -1,0 +1,249 @@
+"""The guard's request checks, error cleaning and exception mapping, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import exc as sa
+
+from mlflow_ext.auth import guard
+
+LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
+LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
+
+
+def token(value: Any) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/2.0/mlflow/runs/create", b"[1, 2]"),
+        ("/api/2.0/mlflow/runs/create", b"3"),
+        ("/api/2.0/mlflow/runs/create", b"[" * 5000 + b"]" * 5000),
+        ("/api/2.0/mlflow/runs/create", b'{"a":' * 100 + b"1" + b"}" * 100),
+        ("/api/2.0/mlflow/runs/create", b'{"experiment_id": '),
+        ("/api/2.0/mlflow/experiments/create", b'{"name": "a\\u0000b"}'),
+        ("/api/2.0/mlflow/experiments/create", b'{"name\\u0000": "a"}'),
+        ("/api/2.0/mlflow/experiments/create", json.dumps(json.dumps([1])).encode()),
+        (LOG_METRIC, b'{"run_id": "r", "key": "m", "value": {"x": 1}, "timestamp": 1}'),
+        (LOG_METRIC, b'{"run_id": "r", "key": "m", "value": 1, "timestamp": 1, "step": 1e30}'),
+        (LOG_METRIC, b'{"run_id": "r", "key": "m", "value": 1, "timestamp": "soon"}'),
+        (LOG_BATCH, b'{"run_id": "r", "metrics": [{"key": "m", "value": [1], "timestamp": 1}]}'),
+        (LOG_BATCH, b'{"run_id": "r", "metrics": {"key": "m"}}'),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": token({"offset": -100})}).encode()),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": token({"offset": 2**64})}).encode()),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": token({"offset": "x"})}).encode()),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": token([1])}).encode()),
+        ("/api/2.0/mlflow/runs/create", b'{"experiment_id": {"a": 1}}'),
+        ("/api/2.0/mlflow/registered-models/create", b'{"name": ["m"]}'),
+    ],
+)
+def test_malformed_bodies_are_refused(path, body):
+    assert guard.problem_in_body(path, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/2.0/mlflow/runs/create", b""),
+        ("/api/2.0/mlflow/runs/create", b"null"),
+        ("/api/2.0/mlflow/runs/create", b'{"experiment_id": "1", "tags": [{"key": "a", "value": "b"}]}'),
+        ("/api/2.0/mlflow/experiments/create", b'{"name": "literal \\\\u0000 is text"}'),
+        ("/api/2.0/mlflow/experiments/create", json.dumps(json.dumps({"name": "old client"})).encode()),
+        (LOG_METRIC, b'{"run_id": "r", "key": "m", "value": NaN, "timestamp": 1, "step": 0}'),
+        (LOG_METRIC, b'{"run_id": "r", "key": "m", "value": "1.5", "timestamp": "1700000000000"}'),
+        (LOG_BATCH, b'{"run_id": "r", "metrics": [{"key": "m", "value": 1e308, "timestamp": 1, "step": 3}]}'),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": token({"offset": 100})}).encode()),
+        ("/api/2.0/mlflow/runs/search", json.dumps({"page_token": "opaque-token-of-another-store"}).encode()),
+        ("/api/3.0/mlflow/mcp-servers/x", b'[{"jsonrpc": "2.0"}]'),
+    ],
+)
+def test_well_formed_bodies_pass(path, body):
+    assert guard.problem_in_body(path, body) is None
+
+
+def test_query_and_path_checks():
+    assert (
+        guard.problem_in_query("/api/2.0/mlflow/experiments/get", b"experiment_id=1%00") == guard.MESSAGE_NUL
+    )
+    assert guard.problem_in_query(
+        "/api/2.0/mlflow/model-versions/search", b"page_token=" + token({"offset": -1}).encode()
+    )
+    assert guard.problem_in_query("/api/2.0/mlflow/experiments/get", b"experiment_id=1") is None
+
+
+def test_artifact_uploads_and_ui_are_not_read():
+    def scope(method: str, path: str, content_type: bytes = b"application/json") -> dict[str, Any]:
+        return {"method": method, "path": path, "headers": [(b"content-type", content_type)]}
+
+    assert guard.checks_body(scope("POST", "/api/2.0/mlflow/runs/create"))
+    assert not guard.checks_body(scope("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/model.json"))
+    assert not guard.checks_body(scope("POST", "/api/2.0/mlflow/runs/create", b"application/octet-stream"))
+    assert not guard.checks_body(scope("POST", "/static-files/x"))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "expected"),
+    [
+        (
+            400,
+            "BAD_REQUEST",
+            "(psycopg2.errors.NumericValueOutOfRange) bigint out of range [SQL: SELECT 1]",
+            (400, "BAD_REQUEST", guard.MESSAGE_DATABASE_REFUSED),
+        ),
+        (
+            503,
+            "TEMPORARILY_UNAVAILABLE",
+            "(psycopg2.OperationalError) connection to server at 127.0.0.1 port 5432 failed",
+            (503, "TEMPORARILY_UNAVAILABLE", guard.MESSAGE_DATABASE_DOWN),
+        ),
+        (
+            500,
+            "INTERNAL_ERROR",
+            "A string literal cannot contain NUL (0x00) characters.",
+            (400, "INVALID_PARAMETER_VALUE", guard.MESSAGE_NUL),
+        ),
+        (
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "The following failures occurred while downloading one or more artifacts from s3://bucket/: x",
+            (404, "RESOURCE_DOES_NOT_EXIST", guard.MESSAGE_ARTIFACT_MISSING),
+        ),
+        (
+            500,
+            "INTERNAL_ERROR",
+            "'list' object has no attribute 'get'",
+            (500, "INTERNAL_ERROR", guard.MESSAGE_INTERNAL),
+        ),
+        (400, "INVALID_PARAMETER_VALUE", "Missing value for parameter 'name'.", None),
+        (404, "RESOURCE_DOES_NOT_EXIST", "Run with id=x not found", None),
+    ],
+)
+def test_error_messages_are_cleaned(status, code, message, expected):
+    assert guard.clean_error(status, code, message) == expected
+
+
+def test_non_json_errors_become_mlflow_error_json():
+    status, body = guard.rewrite_error(500, "text/html; charset=utf-8", b"<!doctype html><title>500</title>")
+    assert status == 500 and json.loads(body) == {
+        "error_code": "INTERNAL_ERROR",
+        "message": guard.MESSAGE_INTERNAL,
+    }
+    status, body = guard.rewrite_error(403, "text/plain", b"Permission denied")
+    assert status == 403 and json.loads(body) == {
+        "error_code": "PERMISSION_DENIED",
+        "message": "Permission denied",
+    }
+    assert (
+        guard.rewrite_error(400, "application/json", b'{"error_code": "BAD_REQUEST", "message": "no"}')
+        is None
+    )
+
+
+def test_exceptions_are_classified():
+    down = sa.OperationalError("SELECT 1", {}, Exception("connection refused"))
+    assert guard.classify(down) == (503, "TEMPORARILY_UNAVAILABLE", guard.MESSAGE_DATABASE_DOWN)
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = down
+    assert guard.classify(wrapped)[0] == 503
+    assert guard.classify(RecursionError())[0] == 400
+    assert guard.classify(sa.DataError("SELECT 1", {}, Exception("bigint out of range")))[:2] == (
+        400,
+        "BAD_REQUEST",
+    )
+    assert guard.classify(KeyError("x")) == (500, "INTERNAL_ERROR", guard.MESSAGE_INTERNAL)
+
+
+def test_an_exception_inside_mlflows_request_reading_is_a_400():
+    from mlflow.protos.service_pb2 import LogMetric
+    from mlflow.server import app, handlers
+
+    body = {"run_id": "r", "key": "m", "value": {"x": 1}, "timestamp": 1}
+    context = app.test_request_context("/api/2.0/mlflow/runs/log-metric", method="POST", json=body)
+    with context, pytest.raises(Exception) as raised:
+        handlers._get_request_message(
+            LogMetric(), schema={"value": [handlers._assert_required, handlers._assert_floatlike]}
+        )
+    assert not isinstance(raised.value, handlers.MlflowException)
+    assert guard.classify(raised.value) == (400, "INVALID_PARAMETER_VALUE", guard.MESSAGE_MALFORMED)
+
+
+# --- the ASGI middleware ----------------------------------------------------------------------
+
+
+def run(
+    app: Any, method: str = "POST", path: str = LOG_METRIC, body: bytes = b"{}"
+) -> tuple[int, bytes, Any]:
+    sent: list[dict[str, Any]] = []
+    received: list[bytes] = []
+
+    async def inner_receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        async def recording_app(scope: Any, receive: Any, send: Any) -> None:
+            message = await receive()
+            received.append(message.get("body", b""))
+            await app(scope, receive, send)
+
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        await guard.Guard(recording_app)(scope, inner_receive, send)
+
+    asyncio.run(main())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], out, received
+
+
+def answer(status: int, body: bytes, content_type: bytes = b"application/json") -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def test_guard_passes_good_requests_and_replays_the_body():
+    status, body, received = run(answer(200, b'{"ok": 1}'), body=b'{"run_id": "r", "key": "m", "value": 1}')
+    assert (status, body) == (200, b'{"ok": 1}')
+    assert received == [b'{"run_id": "r", "key": "m", "value": 1}']
+
+
+def test_guard_refuses_bad_bodies_before_the_app():
+    status, body, received = run(answer(200, b"{}"), body=b"[1]")
+    assert status == 400 and json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert received == []
+
+
+def test_guard_cleans_error_answers_and_maps_exceptions():
+    leak = json.dumps(
+        {"error_code": "BAD_REQUEST", "message": "(psycopg2.errors.X) [SQL: SELECT secret]"}
+    ).encode()
+    status, body, _ = run(answer(400, leak))
+    assert status == 400 and b"SELECT" not in body and json.loads(body)["error_code"] == "BAD_REQUEST"
+    status, body, _ = run(answer(500, b"<!doctype html>", b"text/html"))
+    assert status == 500 and json.loads(body)["error_code"] == "INTERNAL_ERROR"
+
+    async def down(scope: Any, receive: Any, send: Any) -> None:
+        raise sa.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    status, body, _ = run(down)
+    assert status == 503 and json.loads(body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
