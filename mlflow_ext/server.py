@@ -1,12 +1,16 @@
-"""The server entrypoint: validate the environment, migrate when asked, render the auth config, exec MLflow.
+"""The server entrypoint: validate the environment, migrate when asked, render the auth config, create the
+admin, exec MLflow.
 
 systemd (``EnvironmentFile=``) and compose (``env_file:``) both start ``mlflow-ext server run`` with the
 same environment, so the server command line, the auth INI and the defaults live here and nowhere else.
+The admin password is needed only to create the admin account: the entrypoint does that itself and execs
+MLflow without it, so no long-running process (``mlflow server``, uvicorn, its workers) carries it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -34,11 +38,92 @@ def resolve(environ: Mapping[str, str]) -> dict[str, Any]:
             ) from None
     if values["MLFLOW_WORKERS"] is None:
         values["MLFLOW_WORKERS"] = max(2, os.cpu_count() or 1)
+    if auth_enabled(values):
+        given = [name for name in ADMIN_PASSWORD_SETTINGS if values[name] is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                "invalid configuration:\n  "
+                + ("set only one of " if given else "one of these is required with auth: ")
+                + " or ".join(ADMIN_PASSWORD_SETTINGS)
+                + " (the admin's password, used on first start)"
+            )
     return values
 
 
 def auth_enabled(values: Mapping[str, Any]) -> bool:
     return bool(values["MLFLOW_EXT_APP_NAME"] != "none")
+
+
+# Where the admin's password may come from; either is removed from the environment MLflow runs with.
+ADMIN_PASSWORD_SETTINGS = ("MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE", "MLFLOW_AUTH_ADMIN_PASSWORD")
+_ADMIN_PASSWORD_FILE = ADMIN_PASSWORD_SETTINGS[0]
+
+
+def admin_password(values: Mapping[str, Any]) -> str:
+    """The admin's password, from the environment or read from its file.
+
+    The file must be a regular file owned by the user this process runs as, readable by it alone (0600 or
+    0400). Errors name the setting and the path, never the password.
+    """
+    path = values[_ADMIN_PASSWORD_FILE]
+    if path is None:
+        return str(values["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigError(f"{_ADMIN_PASSWORD_FILE}: cannot read {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(f"{_ADMIN_PASSWORD_FILE}: {path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{_ADMIN_PASSWORD_FILE}: {path} must be owned by the user the server runs as "
+                f"(uid {os.geteuid()}), not uid {info.st_uid}"
+            )
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{_ADMIN_PASSWORD_FILE}: {path} must be readable by its owner only (mode 0600 or 0400), "
+                f"not {stat.S_IMODE(info.st_mode):04o}"
+            )
+        raw = handle.read(4096)
+    try:
+        password = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{_ADMIN_PASSWORD_FILE}: {path} does not hold UTF-8 text") from None
+    try:
+        return str(settings.BY_NAME["MLFLOW_AUTH_ADMIN_PASSWORD"].parse(password))
+    except ValueError as exc:
+        raise ConfigError(f"{_ADMIN_PASSWORD_FILE}: the password in {path} {exc}") from None
+
+
+def bootstrap_admin(values: Mapping[str, Any], password: str) -> bool:
+    """Create the admin account unless it exists; True if it was created.
+
+    MLflow's auth app creates it too, from MLFLOW_AUTH_ADMIN_PASSWORD, but in every worker and only with the
+    password in the workers' environment. Done here, the workers find the admin and need no password.
+    An existing admin keeps its password: the setting is for the first start only.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    username = str(values["MLFLOW_AUTH_ADMIN_USERNAME"])
+    users = SqlAlchemyStore()
+    users.init_db(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
+    try:
+        if users.has_user(username, use_primary=True):
+            return False
+        try:
+            users.create_user(username, password, is_admin=True)
+        except MlflowException:
+            # Another host or process starting at the same moment created it first.
+            if users.has_user(username, use_primary=True):
+                return False
+            raise
+        return True
+    finally:
+        users.engine.dispose()
 
 
 # The auth INI's authorization_function for each auth app.
@@ -55,7 +140,8 @@ def _mlflow_cache_ttl(values: Mapping[str, Any]) -> int:
 
 
 def render_auth_config(values: Mapping[str, Any], runtime_dir: str) -> str:
-    """Write the auth app's INI (mode 0600) and return its path. The admin password stays in the env."""
+    """Write the auth app's INI (mode 0600) and return its path. It holds no admin password: the entrypoint
+    creates the admin before MLflow starts."""
     database_uri = str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]).replace("%", "%%")
     text = "\n".join(
         [
@@ -109,12 +195,16 @@ def server_argv(values: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-def prepare(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """Validate, migrate when asked, render config; return the argv and env to exec."""
+def prepare(environ: Mapping[str, str], bootstrap: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Validate, migrate when asked, create the admin if ``bootstrap``, render config; return the argv and
+    the env to exec, which holds no admin password."""
     values = resolve(environ)
     if values["MLFLOW_EXT_MIGRATE_ON_START"]:
         migrate(values)
+    if bootstrap and auth_enabled(values):
+        bootstrap_admin(values, admin_password(values))
     env = server_environment(values, environ)
+    env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
     if auth_enabled(values):
         env["MLFLOW_AUTH_CONFIG_PATH"] = render_auth_config(values, _runtime_dir(values, environ))
     if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
@@ -127,7 +217,7 @@ def prepare(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
 
 def run(environ: Mapping[str, str]) -> None:
     """Replace this process with the MLflow server."""
-    argv, env = prepare(environ)
+    argv, env = prepare(environ, bootstrap=True)
     sys.stdout.flush()
     os.execve(argv[0], argv, env)
 

@@ -293,11 +293,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLFLOW_AUTH_ADMIN_PASSWORD",
-        "Admin password, used on first start only (at least 12 characters).",
+        "Admin password, used on first start only (at least 12 characters); with auth, this or "
+        "MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE is required. The entrypoint creates the admin, then removes it "
+        "from the server's environment.",
         "change-me-at-least-12",
         parse=password,
         secret=True,
-        required_with_auth=True,
+    ),
+    Setting(
+        "MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE",
+        "File holding the admin password instead (owned by the service user, mode 0600 or 0400), read once "
+        "by the entrypoint to create the admin; preferred: the password never enters an environment.",
+        "/etc/mlflow/admin_password",
+        parse=optional_absolute_path,
     ),
     Setting(
         "MLFLOW_FLASK_SERVER_SECRET_KEY",

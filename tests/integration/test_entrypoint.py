@@ -1,17 +1,23 @@
 """The server entrypoint on real Postgres: migrations that report truthfully, clear config errors,
-no secret on any command line."""
+no secret on any command line, the admin created from a password file that no server process keeps."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import VENV_BIN
+from tests.support.services import VENV_BIN, MlflowServer
 
 pytestmark = pytest.mark.integration
 MLFLOW_EXT = str(VENV_BIN / "mlflow-ext")
@@ -116,3 +122,85 @@ def test_no_secret_on_any_server_command_line(platform):
         assert sys.executable in cmdline or "mlflow" in cmdline
         for secret in secrets:
             assert secret not in cmdline, f"a secret is visible in the command line of pid {pid}"
+
+
+def _environ(pid: int) -> str:
+    return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+
+
+def _status(url: str, username: str, password: str) -> int:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        url + "/api/2.0/mlflow/experiments/search?max_results=1", headers={"Authorization": f"Basic {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_no_admin_password_in_any_server_environment(platform):
+    """The session's server read MLFLOW_AUTH_ADMIN_PASSWORD from its env file: no process of it keeps it."""
+    pids = _descendants(platform.server.process.pid)
+    assert len(pids) >= 3, "expected the server and its uvicorn workers"
+    for pid in pids:
+        environ = _environ(pid)
+        assert platform.admin_password not in environ, (
+            f"the admin password is in the environment of pid {pid}"
+        )
+        assert "MLFLOW_AUTH_ADMIN_PASSWORD=" not in environ
+
+
+def test_first_start_creates_the_admin_from_the_password_file(platform):
+    """An empty auth database, the password only in a 0400 file: the admin exists and logs in; no process
+    of the server has the password in its environment."""
+    auth_db = f"fresh_auth_{secrets.token_hex(4)}"
+    platform.postgres.psql(f"CREATE DATABASE {auth_db} OWNER mlflow")
+    password = secrets.token_hex(12)
+    directory = Path(tempfile.mkdtemp(prefix="adminfile-"))
+    password_file = directory / "admin_password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o400)
+    env = {k: v for k, v in platform.server.env.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    env["MLFLOW_EXT_AUTH_DATABASE_URI"] = (
+        env["MLFLOW_EXT_AUTH_DATABASE_URI"].rsplit("/", 1)[0] + "/" + auth_db
+    )
+    env["MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE"] = str(password_file)
+    server = MlflowServer(env)
+    try:
+        server.start()
+        assert _status(server.url, "admin", password) == 200
+        assert _status(server.url, "admin", password + "x") == 401
+        pids = _descendants(server.process.pid)
+        assert len(pids) >= 3, "expected the server and its uvicorn workers"
+        for pid in pids:
+            assert password not in _environ(pid), f"the admin password is in the environment of pid {pid}"
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("problem", ["missing", "world-readable"])
+def test_a_bad_password_file_stops_the_server_naming_the_setting(platform, tmp_path, problem):
+    password = secrets.token_hex(12)
+    password_file = tmp_path / "admin_password"
+    password_file.write_text(password)
+    password_file.chmod(0o644 if problem == "world-readable" else 0o600)
+    if problem == "missing":
+        password_file.unlink()
+    env = {k: v for k, v in platform.server.env.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    env["MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE"] = str(password_file)
+    env["MLFLOW_EXT_RUNTIME_DIR"] = str(tmp_path / "run")
+    env_file = tmp_path / "server.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    result = subprocess.run(
+        [MLFLOW_EXT, "server", "run", "--env-file", str(env_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
+    assert result.returncode != 0
+    assert "MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE" in result.stderr
+    assert password not in result.stderr + result.stdout

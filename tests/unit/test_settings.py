@@ -37,7 +37,6 @@ def test_every_missing_required_variable_is_named_at_once():
     for name in (
         "MLFLOW_BACKEND_STORE_URI",
         "MLFLOW_ARTIFACTS_DESTINATION",
-        "MLFLOW_AUTH_ADMIN_PASSWORD",
         "MLFLOW_FLASK_SERVER_SECRET_KEY",
         "MLFLOW_EXT_AUTH_DATABASE_URI",
     ):
