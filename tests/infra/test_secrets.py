@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 
 import pytest
 
+from mlflow_ext import settings
 from mlflow_ext.settings import read_env_file
 from tests.infra.conftest import (
     BRIDGE_ENV_FILE,
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("converged")
 SECRET_FILES = [
     (MLFLOW_ENV_FILE, 0o640, "root", "mlflow"),
     (MLFLOW_PGPASS, 0o600, "mlflow", "mlflow"),
+    ("/etc/mlflow/admin_password", 0o400, "mlflow", "mlflow"),
     (SEAWEEDFS_IDENTITIES, 0o600, "seaweedfs", "seaweedfs"),
     # JWT keys and the gRPC (mutual TLS) key of SeaweedFS.
     ("/etc/seaweedfs/security/security.toml", 0o600, "seaweedfs", "seaweedfs"),
@@ -85,20 +88,79 @@ def test_pgpass_holds_the_password_and_the_uris_do_not(host, secrets):
             assert password not in line
 
 
-def test_no_secret_on_any_command_line(secrets):
-    """Every process's argv, read from /proc, is free of every generated secret and of the service token."""
-    bridge_env = read_env_file(BRIDGE_ENV_FILE)
-    secrets = {
+# Secrets a service's processes need while they serve requests, by service user and env var name: these may
+# stay in that service's environment. Every other secret is read once at start (the admin password, from a
+# file) or lives in a file only (the database passwords, SeaweedFS's keys), and must not be found there.
+NEEDED_AT_REQUEST_TIME = {
+    "mlflow": (
+        MLFLOW_ENV_FILE,
+        {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+        },
+    ),
+    "gocd-bridge": (
+        BRIDGE_ENV_FILE,
+        {"MLFLOW_EXT_BRIDGE_GOCD_TOKEN", "MLFLOW_EXT_BRIDGE_WEBHOOK_SECRET", "MLFLOW_TRACKING_TOKEN"},
+    ),
+    "seaweedfs": (None, set()),
+}
+
+
+def _all_secrets(secrets: dict[str, str]) -> dict[str, str]:
+    """Generated secrets, the service tokens and every secret value of the services' env files."""
+    found = {
         **secrets,
         "gocd_token": Path(GOCD_TOKEN_FILE).read_text(encoding="ascii").strip(),
         "bridge token": Path(BRIDGE_TOKEN_FILE).read_text(encoding="ascii").strip(),
-        "bridge's GoCD token": bridge_env["MLFLOW_EXT_BRIDGE_GOCD_TOKEN"],
     }
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for env_file in (MLFLOW_ENV_FILE, BRIDGE_ENV_FILE):
+        for name, value in read_env_file(env_file).items():
+            setting = settings.BY_NAME.get(name)
+            if value and setting is not None and setting.secret:
+                found[f"{name} of {env_file}"] = value
+    return found
+
+
+def _process_owner(proc: Path) -> str:
+    try:
+        return pwd.getpwuid(proc.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return ""
+
+
+def test_no_secret_on_any_command_line_or_in_a_service_environment(secrets):
+    """Every process's argv, read from /proc, is free of every secret; so is the environment of every process
+    of the services (the MLflow server's master and workers, the bridge, SeaweedFS), but for the few secrets
+    that process needs while serving."""
+    secrets = _all_secrets(secrets)
+    services = {
+        user: (path and read_env_file(path), names) for user, (path, names) in NEEDED_AT_REQUEST_TIME.items()
+    }
+    found, scanned = [], set()
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # the process ended
-        found += [(cmdline.parent.name, name) for name, value in secrets.items() if value in argv]
-    assert not found, f"secrets on command lines (pid, secret): {found}"
+        found += [(proc.name, "command line", name) for name, value in secrets.items() if value in argv]
+        user = _process_owner(proc)
+        if user not in services:
+            continue
+        env_file, needed = services[user]
+        allowed = {env_file[name] for name in needed if env_file and env_file.get(name)}
+        try:
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        scanned.add(user)
+        found += [
+            (proc.name, f"environment of {user}", name)
+            for name, value in secrets.items()
+            # The generated webhook key is the env value without its final "=": part of a needed value.
+            if value in environ and not any(value in needed_value for needed_value in allowed)
+        ]
+    assert scanned == set(services), f"no running process of {set(services) - scanned}"
+    assert not found, f"secrets where they do not belong (pid, where, secret): {found}"

@@ -140,8 +140,10 @@ def test_resolved_server_settings(host):
         assert uri.startswith("postgresql+psycopg2://mlflow@127.0.0.1:5432/"), uri
     allowed = settings["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert {"localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"} <= set(allowed)
+    # The admin password is in a file the entrypoint reads once, not in the environment.
+    assert settings["MLFLOW_EXT_AUTH_ADMIN_PASSWORD_FILE"] == "/etc/mlflow/admin_password"
+    assert settings["MLFLOW_AUTH_ADMIN_PASSWORD"] is None
     for secret in (
-        "MLFLOW_AUTH_ADMIN_PASSWORD",
         "MLFLOW_FLASK_SERVER_SECRET_KEY",
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
         "AWS_SECRET_ACCESS_KEY",
