@@ -123,6 +123,7 @@ class Row:
     recovery: float | None = None
     recovery_measured: bool = False
     show_latency: bool = False
+    completed: bool = False  # the test reached its checks; a row that did not is an error
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
@@ -189,7 +190,10 @@ class Row:
         return found
 
     def report(self) -> str:
-        lines = [f"{self.fault}: " + ("; ".join(self.problems()) or "ok")]
+        verdict = "; ".join(self.problems()) or "ok"
+        if not self.completed:
+            verdict = "the test ended before its checks (see its error); " + verdict
+        lines = [f"{self.fault}: {verdict}"]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  {count} x {message}" for message, count in self.errors.most_common(8)]
         return "\n".join(lines)
@@ -228,7 +232,7 @@ def format_table(rows: list[Row], footnotes: list[str]) -> str:
                 f"{row.percentile(0.5) * 1000:.0f}/{row.percentile(0.99) * 1000:.0f}"
                 if row.show_latency
                 else "-",
-                "FAIL" if row.problems() else "ok",
+                "ERROR" if not row.completed else "FAIL" if row.problems() else "ok",
             )
         )
     widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
