@@ -170,8 +170,11 @@ def gocd_target(platform: Platform, units: harness.Units):
             pytest.fail("the GoCD bridge does not answer on 127.0.0.1:5100 after its restart")
         yield target
     finally:
-        _write(BRIDGE_ENV_FILE, env_text, env_stat)
-        _write(BRIDGE_ROUTES, routes_text, routes_stat)
-        units.restart(harness.BRIDGE_UNIT)
-        harness.wait_until(lambda: harness.http_ok(harness.BRIDGE_HEALTH), 60)
-        target.gocd.stop()
+        try:
+            _write(BRIDGE_ENV_FILE, env_text, env_stat)
+            _write(BRIDGE_ROUTES, routes_text, routes_stat)
+            units.restart(harness.BRIDGE_UNIT)
+            if not harness.wait_until(lambda: harness.http_ok(harness.BRIDGE_HEALTH), 60):
+                pytest.fail("the GoCD bridge does not answer after its settings were restored")
+        finally:
+            target.gocd.stop()

@@ -432,17 +432,18 @@ class Load:
 
 
 class Probe(threading.Thread):
-    """One small write every ``interval`` seconds without any retry: a tag (database) or, with
-    ``artifacts``, a tiny upload (object store). Its timeline says when the platform served again."""
+    """One write every ``interval`` seconds without any retry: a tag (database) or, with ``artifacts``, an
+    upload of ``size`` bytes (object store). Its timeline says when the platform served again."""
 
     def __init__(
-        self, auth: tuple[str, str], experiment_id: str, run_id: str, artifacts: bool = False
+        self, auth: tuple[str, str], experiment_id: str, run_id: str, artifacts: bool = False, size: int = 16
     ) -> None:
         super().__init__(daemon=True)
         self.auth = auth
         self.experiment_id = experiment_id
         self.run_id = run_id
         self.artifacts = artifacts
+        self.body = os.urandom(size)  # small bodies may live in the filer's metadata, not in a volume
         self.interval = 0.2
         self.samples: list[tuple[float, float, bool]] = []  # started, ended, ok
         self.stop_event = threading.Event()
@@ -464,7 +465,7 @@ class Probe(threading.Thread):
                 if self.artifacts:
                     path = f"{self.experiment_id}/{self.run_id}/artifacts/probe/{count}.txt"
                     answer = session.put(
-                        f"{TRACKING_URI}/api/2.0/mlflow-artifacts/artifacts/{path}", data=b"probe", timeout=5
+                        f"{TRACKING_URI}/api/2.0/mlflow-artifacts/artifacts/{path}", data=self.body, timeout=5
                     )
                 else:
                     answer = session.post(

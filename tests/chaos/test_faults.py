@@ -85,7 +85,8 @@ def _kill_server_process(platform, table, units, fault: str, master: bool) -> No
     victim = shape.master if master else shape.workers[0]
     probe = Probe(platform.auth, platform.experiment_id, platform.probe_run())
     try:
-        with Load(row, platform.experiment_id, tracking=4, registry=1), probing(probe):
+        # Eight writers keep both workers busy, so the kill catches requests in flight.
+        with Load(row, platform.experiment_id, tracking=8, registry=1), probing(probe):
             time.sleep(3)
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
@@ -256,7 +257,7 @@ def test_artifact_store_disk_full(platform, table, units):
         subprocess.run(["mount", "--bind", str(staging), str(data)], check=True)
         mounted.insert(0, data)
         units.start(harness.OBJECT_STORE_UNIT)
-        probe = Probe(platform.auth, platform.experiment_id, platform.probe_run(), artifacts=True)
+        probe = Probe(platform.auth, platform.experiment_id, platform.probe_run(), artifacts=True, size=MIB)
         with probing(probe):
             served = harness.wait_until(lambda: probe.samples and probe.samples[-1][2], 60)
             assert served, "SeaweedFS on the tmpfs does not take uploads"
@@ -269,7 +270,7 @@ def test_artifact_store_disk_full(platform, table, units):
                 time.sleep(15)
                 ballast.unlink()
                 freed = time.monotonic()
-                row.note(f"probe failures while full: {probe.failures_since(freed - 15)}")
+                row.note(f"1 MiB probe uploads refused while full: {probe.failures_since(freed - 15)}")
                 row.set_recovery(probe.wait_recovered(freed, timeout=30))
                 time.sleep(3)
             verify(row)  # the row's uploads live in the tmpfs: read them back before it goes
