@@ -231,6 +231,10 @@ def _restore(service: Service, old_session: set[int]) -> None:
 def test_kill_9_of_the_main_process_is_recovered(service, capsys):
     if not _active(service.unit):
         pytest.skip(f"{service.unit} does not run")
+    # An earlier test may have restarted it (make up/down of the service manager): let it finish starting.
+    ready = time.monotonic() + 60
+    while time.monotonic() < ready and not service.answers():
+        time.sleep(1)
     assert service.answers(), f"{service.unit} does not answer before the kill"
     main = _main_pid(service.unit)
     victim = service.victim(main)
