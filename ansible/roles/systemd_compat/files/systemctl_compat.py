@@ -8,6 +8,7 @@ Standard library only. Two pieces:
   (setsid), so the session stands in for systemd's control group: a stop or kill also ends what is left of
   the main process's session, and a start first clears the session of a main process that died
   (KillMode=control-group: SIGTERM, SIGKILL after TimeoutStopSec; mixed: SIGKILL; process, none: left alone).
+  Units also get a clean environment, as under systemd, instead of their caller's.
 - ``Supervisor``: the replacement enforces Restart= only when it runs as PID 1. The supervisor polls the
   replacement's status files; when the main process of a unit with Restart= other than "no" and
   "on-success" died while its status file still names it (nobody stopped the unit), it clears the unit's
@@ -133,6 +134,23 @@ def patch(systemctl3: ModuleType) -> None:
                 _clear_leftovers(self, conf, mainpid, logg)
         return do_start_unit_from(self, conf)
 
+    units = systemctl3.SystemctlUnitFiles
+    get_env: Callable[..., dict[str, str]] = units.get_env
+
+    def clean_get_env(self: Any, conf: Any) -> dict[str, str]:
+        # The replacement starts a unit's environment from its caller's (an Ansible module, a shell, a test,
+        # the supervisor), so whatever the caller had leaks into the service. systemd starts from its own
+        # clean one: PATH, plus what the unit sets (the replacement adds the locale, HOME, USER, SHELL).
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ["PATH"] = systemctl3.DefaultPath
+        try:
+            return get_env(self, conf)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    units.get_env = clean_get_env
     cls.pidlist_of = session_pidlist_of
     cls.do_kill_unit_from = session_kill_unit_from
     cls.do_start_unit_from = session_start_unit_from
