@@ -156,16 +156,21 @@ def browser(secrets) -> Iterator[DevTools]:
 
 
 @pytest.fixture(scope="module")
-def names(admin_env) -> dict[str, str]:
+def pages(admin_env) -> dict[str, tuple[str, str]]:
+    """Each kind's own page and the name it must show. Its own page, not the list: other tests on a shared
+    host fill the lists, and a list shows only its first page."""
     from mlflow import MlflowClient
 
     suffix = hashlib.sha256(str(time.time()).encode()).hexdigest()[:8]
     experiment, model = f"csp-experiment-{suffix}", f"csp-model-{suffix}"
     with patched_environ(admin_env):
         client = MlflowClient()
-        client.create_experiment(experiment)
+        experiment_id = client.create_experiment(experiment)
         client.create_registered_model(model)
-    return {"experiment": experiment, "model": model}
+    return {
+        "experiment": (f"#/experiments/{experiment_id}", experiment),
+        "model": (f"#/models/{model}", model),
+    }
 
 
 def _violations(tools: DevTools) -> list[str]:
@@ -190,12 +195,13 @@ def _document_csp(tools: DevTools) -> str:
     return ""
 
 
-@pytest.mark.parametrize(("page", "kind"), [("#/experiments", "experiment"), ("#/models", "model")])
-def test_ui_page_renders_its_data_under_the_csp(browser, names, page, kind):
+@pytest.mark.parametrize("kind", ["experiment", "model"])
+def test_ui_page_renders_its_data_under_the_csp(browser, pages, kind):
+    page, name = pages[kind]
     browser.page("Page.navigate", url="about:blank")  # a full load, not a same-document hop
     browser.events.clear()
     browser.page("Page.navigate", url=f"{TRACKING_URI}/{page}")
-    browser.wait_for_text(names[kind])
+    browser.wait_for_text(name)
     time.sleep(2)  # late chunks and fonts
     assert "default-src 'self'" in _document_csp(browser), "the UI was served without the proxy's CSP"
     assert _violations(browser) == []
