@@ -12,8 +12,9 @@ gives the same HTML 500 when the auth app reads it. Three pieces, installed by `
   metric values, timestamps and steps have the types MLflow stores; a page token that holds an offset
   holds a non-negative 64-bit one. Such a request gets 400 ``INVALID_PARAMETER_VALUE``.
 - ``handle_exception``, Flask's handler for any exception a view or hook lets out: a failure while
-  MLflow reads the request is a 400, a database that cannot be reached a 503 ``TEMPORARILY_UNAVAILABLE``
-  (which MLflow's client retries), anything else a 500; always MLflow's error JSON. ``Guard`` does the
+  MLflow reads the request is a 400, a database or artifact store that cannot be reached (or is full) a
+  503 ``TEMPORARILY_UNAVAILABLE`` with Retry-After (which MLflow's client retries), anything else a 500;
+  always MLflow's error JSON. ``Guard`` does the
   same for exceptions FastAPI lets out.
 - ``Guard`` also reads every error answer of the API before it leaves: a message that carries SQL,
   a driver's or SQLAlchemy's text, a traceback or the artifact store's address is replaced by a plain
@@ -92,6 +93,9 @@ MESSAGE_MALFORMED = "Malformed request: a parameter has the wrong type or shape.
 MESSAGE_INTERNAL = "Internal error; the server's log has the details."
 MESSAGE_ARTIFACT_MISSING = "No artifact at that path."
 MESSAGE_ARTIFACT_STORE = "The artifact store failed; the server's log has the details."
+MESSAGE_ARTIFACT_STORE_DOWN = "The artifact store is temporarily unavailable; retry the request."
+# How long a client waits before retrying a 503 (MLflow's client honours Retry-After).
+RETRY_AFTER_SECONDS = "1"
 
 # Text that only a database driver, SQLAlchemy or a traceback writes.
 _LEAK_MARKERS = (
@@ -371,6 +375,27 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# What the S3 API answers when it cannot take or serve a request now (SeaweedFS restarting, its volumes
+# full, throttling): worth a retry, unlike a refusal of the request itself (403, 404, ...).
+_STORE_TRANSIENT_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "InsufficientStorage"}
+)
+
+
+def artifact_store_unavailable(exc: BaseException) -> bool:
+    """The artifact store cannot be reached or cannot take the request now (down, restarting, full)."""
+    from botocore import exceptions as boto
+
+    for item in _exceptions(exc):
+        if isinstance(item, boto.ConnectionError | boto.HTTPClientError | boto.IncompleteReadError):
+            return True
+        if isinstance(item, boto.ClientError):
+            error = item.response.get("Error", {})
+            status = item.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return error.get("Code") in _STORE_TRANSIENT_CODES or status >= 500
+    return False
+
+
 def _raised_while_reading_request(exc: BaseException, validating: bool = False) -> bool:
     """True when MLflow raised ``exc`` reading the request (or, ``validating``, authorizing it)."""
     check = (
@@ -392,6 +417,8 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
 
     if database_unavailable(exc):
         return 503, TEMPORARILY_UNAVAILABLE, MESSAGE_DATABASE_DOWN
+    if artifact_store_unavailable(exc):
+        return 503, TEMPORARILY_UNAVAILABLE, MESSAGE_ARTIFACT_STORE_DOWN
     serialize = getattr(exc, "get_http_status_code", None)
     if serialize is not None and isinstance(getattr(exc, "message", None), str):  # an MlflowException
         status, code, message = serialize(), str(getattr(exc, "error_code", INTERNAL_ERROR)), exc.message  # type: ignore[attr-defined]
@@ -415,7 +442,8 @@ def handle_exception(exc: Exception) -> Any:
     status, code, message = classify(exc)
     if status >= 500:
         _logger.error("%s %s failed: %s", request.method, request.path, code, exc_info=exc)
-    return Response(error_body(code, message), status=status, mimetype="application/json")
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else {}
+    return Response(error_body(code, message), status=status, mimetype="application/json", headers=headers)
 
 
 # --- the ASGI middleware ----------------------------------------------------------------------
@@ -463,7 +491,8 @@ class Guard:
             status, code, message = classify(exc)
             if status >= 500:
                 _logger.error("%s %s failed: %s", scope["method"], path, code, exc_info=exc)
-            await _answer(send, status, error_body(code, message))
+            headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if status == 503 else []
+            await _answer(send, status, error_body(code, message), headers)
 
 
 async def _buffered(receive: Any) -> tuple[bytes, Any]:

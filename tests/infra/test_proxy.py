@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -279,3 +280,35 @@ def test_https_responses_carry_hsts_and_csp(path):
     directives = dict(([*part.strip().split(" ", 1), ""])[:2] for part in csp.split(";") if part.strip())
     assert directives.get("default-src") == "'self'", csp
     assert "'unsafe-eval'" not in csp and "frame-ancestors" in directives and "object-src" in directives
+
+
+def _wait_for_health(timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response, _ = _send("GET", "/health", 0, {})
+            if response.status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def test_a_server_that_is_down_is_a_503_with_retry_after(secrets_dir):
+    """MLflow's client retries a 503 after its Retry-After; a bare 502 page from nginx is a failure."""
+    password = (secrets_dir / "mlflow_admin_password").read_text().strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
+    subprocess.run(["systemctl", "stop", "mlflow-server"], check=True, timeout=120)
+    try:
+        for method, path, size in [
+            ("GET", "/api/2.0/mlflow/experiments/search?max_results=1", 0),
+            ("PUT", "/api/2.0/mlflow-artifacts/artifacts/probe/while-down.bin", 1024),
+        ]:
+            response, body = _send(method, path, size, auth)
+            assert response.status == 503, (method, path, response.status, body[:200])
+            assert response.getheader("Retry-After") == "1"
+            assert json.loads(body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    finally:
+        subprocess.run(["systemctl", "start", "mlflow-server"], check=True, timeout=120)
+        assert _wait_for_health(120), "the server did not answer again after its restart"

@@ -160,6 +160,52 @@ def test_exceptions_are_classified():
     assert guard.classify(KeyError("x")) == (500, "INTERNAL_ERROR", guard.MESSAGE_INTERNAL)
 
 
+def _client_error(code: str, status: int) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def _upload_failed(cause: Exception) -> Exception:
+    """What boto3 raises for a failed upload: its own error, raised while handling botocore's."""
+    from boto3.exceptions import S3UploadFailedError
+
+    try:
+        try:
+            raise cause
+        except Exception:
+            raise S3UploadFailedError("Failed to upload /tmp/x to bucket/key") from None
+    except S3UploadFailedError as failed:
+        failed.__suppress_context__ = False
+        return failed
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param("refused", id="connection refused"),
+        pytest.param(("InternalError", 500), id="store full or failing"),
+        pytest.param(("SlowDown", 503), id="throttled"),
+        pytest.param(("InternalError", 500, "upload"), id="upload failed on a 500"),
+    ],
+)
+def test_an_artifact_store_that_is_down_or_full_is_a_503(exc):
+    from botocore.exceptions import EndpointConnectionError
+
+    if exc == "refused":
+        error: Exception = EndpointConnectionError(endpoint_url="http://127.0.0.1:8333/bucket/key")
+    else:
+        error = _client_error(exc[0], exc[1])
+        if len(exc) == 3:
+            error = _upload_failed(error)
+    assert guard.classify(error) == (503, "TEMPORARILY_UNAVAILABLE", guard.MESSAGE_ARTIFACT_STORE_DOWN)
+
+
+@pytest.mark.parametrize(("code", "status"), [("AccessDenied", 403), ("NoSuchBucket", 404)])
+def test_an_artifact_store_refusal_is_not_a_retryable_503(code, status):
+    assert guard.classify(_client_error(code, status))[0] == 500
+
+
 def test_an_exception_inside_mlflows_request_reading_is_a_400():
     from mlflow.protos.service_pb2 import LogMetric
     from mlflow.server import app, handlers
