@@ -49,6 +49,8 @@ class Internal:
     instance_args: tuple[str, ...] | None = None
     # A hook MLflow calls and mlflow_ext overrides ("module:Class"): its parameters must match MLflow's.
     overridden_by: str | None = None
+    # The value mlflow_ext relies on without importing it (a table or column name used in plain SQL).
+    value: object = None
 
     @property
     def qualname(self) -> str:
@@ -67,6 +69,15 @@ LATEST_SCHEMA_REVISION = Internal(_DB_UTILS, "_get_latest_schema_revision", "mlf
 IS_EMPTY_DATABASE = Internal(_DB_UTILS, "_is_empty_database", "mlflow_ext.server", params=("engine",))
 INITIALIZE_TABLES = Internal(_DB_UTILS, "_initialize_tables", "mlflow_ext.server", params=("engine",))
 UPGRADE_DB = Internal(_DB_UTILS, "_upgrade_db", "mlflow_ext.server", params=("engine",))
+
+# The auth database's users table, read in plain SQL by the server's start: importing MLflow's auth models
+# to ask whether the admin exists would load all of MLflow, about 2 s of every (re)start.
+AUTH_USERS_TABLE = Internal(
+    "mlflow.server.auth.db.models", "SqlUser.__tablename__", "mlflow_ext.server", kind=str, value="users"
+)
+AUTH_USERNAME_COLUMN = Internal(
+    "mlflow.server.auth.db.models", "SqlUser.username.key", "mlflow_ext.server", kind=str, value="username"
+)
 
 # --- the server's stores ---
 MODEL_REGISTRY_STORE = Internal(_HANDLERS, "_get_model_registry_store", "mlflow_ext.auth", params=())
@@ -202,6 +213,8 @@ INTERNALS: tuple[Internal, ...] = (
     IS_EMPTY_DATABASE,
     INITIALIZE_TABLES,
     UPGRADE_DB,
+    AUTH_USERS_TABLE,
+    AUTH_USERNAME_COLUMN,
     MODEL_REGISTRY_STORE,
     TRACKING_STORE,
     AUTH_STORE,
@@ -312,6 +325,15 @@ def upgrade_tracking_schema(engine: Any) -> None:
     """Run the tracking schema's Alembic migrations up to head."""
     _call(UPGRADE_DB, engine)
 
+
+# The auth database's users table, read in plain SQL by the server's start: importing MLflow's auth models
+# to ask whether the admin exists would load all of MLflow, about 2 s of every (re)start.
+AUTH_USERS_TABLE = Internal(
+    "mlflow.server.auth.db.models", "SqlUser.__tablename__", "mlflow_ext.server", kind=str, value="users"
+)
+AUTH_USERNAME_COLUMN = Internal(
+    "mlflow.server.auth.db.models", "SqlUser.username.key", "mlflow_ext.server", kind=str, value="username"
+)
 
 # --- the server's stores ---
 

@@ -105,10 +105,12 @@ def bootstrap_admin(values: Mapping[str, Any], password: str) -> bool:
     password in the workers' environment. Done here, the workers find the admin and need no password.
     An existing admin keeps its password: the setting is for the first start only.
     """
+    username = str(values["MLFLOW_AUTH_ADMIN_USERNAME"])
+    if admin_exists(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]), username):
+        return False
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
-    username = str(values["MLFLOW_AUTH_ADMIN_USERNAME"])
     users = SqlAlchemyStore()
     users.init_db(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
     try:
@@ -124,6 +126,28 @@ def bootstrap_admin(values: Mapping[str, Any], password: str) -> bool:
         return True
     finally:
         users.engine.dispose()
+
+
+def admin_exists(database_uri: str, username: str) -> bool:
+    """Whether the admin account exists, asked in plain SQL: every restart but the first needs no more, and
+    MLflow's auth store would import all of MLflow (about 2 s, before the server's own import) to say so.
+    Any doubt (no table yet, a database error) is a no: MLflow's store then decides and names the error."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    table = sa.table(
+        str(mlflow_internals.AUTH_USERS_TABLE.value),
+        sa.column(str(mlflow_internals.AUTH_USERNAME_COLUMN.value)),
+    )
+    engine = sa.create_engine(database_uri, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            query = sa.select(sa.literal(1)).select_from(table).where(table.c[0] == username)
+            return connection.execute(query).first() is not None
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 # The auth INI's authorization_function for each auth app.

@@ -76,6 +76,8 @@ def test_each_internal_is_as_mlflow_ext_uses_it(internal: Internal) -> None:
     target = _target(internal)
     if internal.kind is not None and not isinstance(target, internal.kind):
         _fail(internal, f"is a {type(target).__name__}, not a {internal.kind.__name__}")
+    if internal.value is not None and target != internal.value:
+        _fail(internal, f"is {target!r}, not {internal.value!r}")
     lacking = [name for name in internal.attributes if not hasattr(target, name)]
     if lacking:
         _fail(internal, f"has no attribute {', '.join(lacking)}")
