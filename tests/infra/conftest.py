@@ -15,17 +15,22 @@ back from the bridge's env file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets as random_secrets
+import shutil
 import string
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.ansible import INVENTORY, PlaybookRun, run_playbook
+from tests.support.ansible import INVENTORY, REPO, PlaybookRun, run_playbook
 from tests.support.services import s3_client as make_s3_client
 
 PLATFORM_VARS = INVENTORY / "group_vars" / "all" / "platform.yml"
@@ -98,6 +103,39 @@ def _vars_file(directory: Path, values: dict) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def checkout_used() -> Iterator[None]:
+    """Leave in the checkout what `make test` and `make bench` leave: fresh bytecode caches (every source
+    touched, then compiled), build output and egg-info, a stray cache file in the package. The sources'
+    contents stay as they are; what this created is removed afterwards."""
+    package = REPO / "mlflow_ext"
+    for path in package.rglob("*.py"):
+        os.utime(path)
+    compile_all = [sys.executable, "-m", "compileall", "-q", "-f", str(package)]
+    subprocess.run(compile_all, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", "import mlflow_ext.cli"], check=True, cwd=REPO, capture_output=True)
+    created = []
+    for path, content in [
+        (REPO / "build" / "converge-probe" / "lib" / "mlflow_ext" / "__init__.py", b"# build output\n"),
+        (REPO / "dist" / "converge-probe" / "mlflow_ext-0-py3-none-any.whl", b"not a wheel\n"),
+        (package / "converge_probe.egg-info" / "PKG-INFO", b"Name: converge-probe\n"),
+        (package / "__pycache__" / "converge_probe.cpython-311.pyc", os.urandom(64)),
+    ]:
+        candidates = [*reversed(path.relative_to(REPO).parents), path.relative_to(REPO)]
+        top = next((p for p in candidates if not (REPO / p).exists()), path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        created.append(REPO / top)
+    try:
+        yield
+    finally:
+        for path in created:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 @dataclass
 class Convergence:
     first: PlaybookRun | None
@@ -116,8 +154,10 @@ def convergence(tmp_path_factory: pytest.TempPathFactory) -> Convergence:
     first = run_playbook("converge", "site.yml", *extra)
     if first.returncode != 0 or first.failed or not first.recap:
         pytest.fail(f"{first.summary()}\n{first.output[-4000:]}", pytrace=False)
-    second = run_playbook("reconverge", "site.yml", *extra)
-    check = run_playbook("check", "site.yml", "--check", *extra)
+    # What `make test` and `make bench` leave in the checkout must not count as a change of the sources.
+    with checkout_used():
+        second = run_playbook("reconverge", "site.yml", *extra)
+        check = run_playbook("check", "site.yml", "--check", *extra)
     print(f"\n{first.summary()}\n{second.summary()}\n{check.summary()}")
     return Convergence(first, second, check, bridge)
 
