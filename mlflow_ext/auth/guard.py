@@ -13,8 +13,9 @@ gives the same HTML 500 when the auth app reads it. Three pieces, installed by `
   holds a non-negative 64-bit one. Such a request gets 400 ``INVALID_PARAMETER_VALUE``.
 - ``handle_exception``, Flask's handler for any exception a view or hook lets out: a failure while
   MLflow reads the request is a 400, a database or artifact store that cannot be reached (or is full) a
-  503 ``TEMPORARILY_UNAVAILABLE`` with Retry-After (which MLflow's client retries), anything else a 500;
-  always MLflow's error JSON. ``Guard`` does the
+  503 ``TEMPORARILY_UNAVAILABLE`` (which MLflow's client retries, backing off exponentially: no
+  Retry-After, which would replace that backoff with a fixed wait), anything else a 500; always MLflow's
+  error JSON. ``Guard`` does the
   same for exceptions FastAPI lets out.
 - ``Guard`` also reads every error answer of the API before it leaves: a message that carries SQL,
   a driver's or SQLAlchemy's text, a traceback or the artifact store's address is replaced by a plain
@@ -94,8 +95,6 @@ MESSAGE_INTERNAL = "Internal error; the server's log has the details."
 MESSAGE_ARTIFACT_MISSING = "No artifact at that path."
 MESSAGE_ARTIFACT_STORE = "The artifact store failed; the server's log has the details."
 MESSAGE_ARTIFACT_STORE_DOWN = "The artifact store is temporarily unavailable; retry the request."
-# How long a client waits before retrying a 503 (MLflow's client honours Retry-After).
-RETRY_AFTER_SECONDS = "1"
 
 # Text that only a database driver, SQLAlchemy or a traceback writes.
 _LEAK_MARKERS = (
@@ -442,8 +441,7 @@ def handle_exception(exc: Exception) -> Any:
     status, code, message = classify(exc)
     if status >= 500:
         _logger.error("%s %s failed: %s", request.method, request.path, code, exc_info=exc)
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else {}
-    return Response(error_body(code, message), status=status, mimetype="application/json", headers=headers)
+    return Response(error_body(code, message), status=status, mimetype="application/json")
 
 
 # --- the ASGI middleware ----------------------------------------------------------------------
@@ -491,8 +489,7 @@ class Guard:
             status, code, message = classify(exc)
             if status >= 500:
                 _logger.error("%s %s failed: %s", scope["method"], path, code, exc_info=exc)
-            headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if status == 503 else []
-            await _answer(send, status, error_body(code, message), headers)
+            await _answer(send, status, error_body(code, message))
 
 
 async def _buffered(receive: Any) -> tuple[bytes, Any]:
@@ -518,22 +515,33 @@ async def _buffered(receive: Any) -> tuple[bytes, Any]:
 
 
 class _ErrorCleaner:
-    """A ``send`` that holds back error answers until they are complete, then cleans them."""
+    """A ``send`` that holds back error answers until they are complete, then cleans them.
+
+    Every answer's head waits for the first part of its body and leaves with it: a worker killed between
+    the two (MLflow's Flask views answer from a thread, so there is a gap) would otherwise leave the
+    client a status line and a body cut short, which no client retries.
+    """
 
     def __init__(self, send: Any) -> None:
         self.send = send
         self.started = False
         self.start: dict[str, Any] | None = None
+        self.error = False
         self.chunks: list[bytes] = []
         self.size = 0
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.started = True
-            if message["status"] >= 400:
-                self.start = message
+            self.start = message
+            self.error = message["status"] >= 400
+            return
+        if message["type"] == "http.response.body" and self.start is not None:
+            if not self.error:
+                start, self.start = self.start, None
+                await self.send(start)
+                await self.send(message)
                 return
-        elif message["type"] == "http.response.body" and self.start is not None:
             chunk = message.get("body", b"")
             self.chunks.append(chunk)
             self.size += len(chunk)
@@ -544,6 +552,12 @@ class _ErrorCleaner:
                 return
             await self._finish()
             return
+        if self.start is not None:  # anything else: the head goes first, as it came
+            if self.error:
+                await self._flush(True)
+            else:
+                await self.send(self.start)
+            self.start = None
         await self.send(message)
 
     async def _flush(self, more_body: bool) -> None:

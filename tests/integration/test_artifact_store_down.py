@@ -1,4 +1,4 @@
-"""An artifact store that is down answers 503 with Retry-After, which MLflow's client retries.
+"""An artifact store that is down answers a retryable 503, which MLflow's client retries.
 
 The store (SeaweedFS here) restarts for an upgrade or runs out of room: the server cannot reach it or it
 refuses the write for now. Uploads and downloads through the server's artifact proxy then get MLflow's
@@ -43,7 +43,7 @@ def test_uploads_and_downloads_get_a_retryable_503_while_the_store_is_down(own_p
     ]:
         answer = session.request(method, url, data=body, timeout=120)
         assert answer.status_code == 503, (method, answer.status_code, answer.text[:300])
-        assert answer.headers.get("Retry-After") == "1"
+        assert "Retry-After" not in answer.headers, "a fixed wait would cut the client's backoff short"
         error = answer.json()
         assert error["error_code"] == "TEMPORARILY_UNAVAILABLE"
         assert "127.0.0.1" not in error["message"] and platform.bucket not in error["message"]

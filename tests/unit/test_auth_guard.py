@@ -293,3 +293,34 @@ def test_guard_cleans_error_answers_and_maps_exceptions():
 
     status, body, _ = run(down)
     assert status == 503 and json.loads(body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_a_head_leaves_only_with_the_first_part_of_its_body():
+    """A worker killed between head and body must not leave the client a 200 with a body cut short."""
+    sent: list[str] = []
+    seen_before_body: list[list[str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0)  # MLflow's Flask views answer from a thread: a gap here
+        seen_before_body.append(list(sent))
+        await send({"type": "http.response.body", "body": b"{}", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/2.0/mlflow/experiments/get",
+        "raw_path": b"",
+        "query_string": b"experiment_id=1",
+        "headers": [],
+    }
+    asyncio.run(guard.Guard(app)(scope, receive, send))
+    assert seen_before_body == [[]]
+    assert sent == ["http.response.start", "http.response.body", "http.response.body"]
