@@ -12,7 +12,8 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
 - shared pieces: ``lineage``, ``data``, ``run_context``, ``artifacts``, ``policy`` (the promotion
   policy and its gates), ``events`` and ``routing`` (the bridge's contract with the generator),
   ``clients`` (GoCD's and the auth app's REST APIs);
-- the foundation: ``settings``, ``errors``, ``pglock``, ``mlflow_internals``.
+- the foundation: ``settings``, ``errors``, ``pglock``, ``migrations`` (versioned schemas of our own
+  tables), ``mlflow_internals``.
 """
 
 from mlflow_ext.data import log_data

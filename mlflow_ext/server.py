@@ -23,7 +23,7 @@ from mlflow_ext.pglock import advisory_lock
 from mlflow_ext.policy import rules
 
 # One advisory lock id for every migrating process, so hosts starting at once do not race.
-_MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
+MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
 
 
 def resolve(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -257,67 +257,52 @@ def _revision(engine: Any, version_table: str) -> str | None:
         return context.get_current_revision()
 
 
-def _migrate_tracking(uri: str) -> dict[str, Any]:
-    from mlflow.store.db import utils as db_utils
-
-    engine = db_utils.create_sqlalchemy_engine(uri)
-    try:
-        with advisory_lock(engine, _MIGRATION_LOCK_ID):
-            before = _revision(engine, "alembic_version")
-            head = mlflow_internals.latest_tracking_revision()
-            if mlflow_internals.is_empty_database(engine):
-                mlflow_internals.initialize_tracking_tables(engine)
-            elif before != head:
-                mlflow_internals.upgrade_tracking_schema(engine)
-            after = _revision(engine, "alembic_version")
-    finally:
-        engine.dispose()
+def _migrate_tracking(engine: Any) -> dict[str, Any]:
+    before = _revision(engine, "alembic_version")
+    head = mlflow_internals.latest_tracking_revision()
+    if mlflow_internals.is_empty_database(engine):
+        mlflow_internals.initialize_tracking_tables(engine)
+    elif before != head:
+        mlflow_internals.upgrade_tracking_schema(engine)
+    after = _revision(engine, "alembic_version")
     return {"before": before, "after": after, "changed": before != after}
 
 
-def _migrate_auth(uri: str) -> dict[str, Any]:
+def _migrate_auth(engine: Any) -> dict[str, Any]:
     from mlflow.server.auth.db import utils as auth_db_utils
-    from mlflow.store.db.utils import create_sqlalchemy_engine
 
-    engine = create_sqlalchemy_engine(uri)
-    try:
-        with advisory_lock(engine, _MIGRATION_LOCK_ID):
-            before = _revision(engine, "alembic_version_auth")
-            auth_db_utils.migrate(engine, "head")
-            after = _revision(engine, "alembic_version_auth")
-    finally:
-        engine.dispose()
+    before = _revision(engine, "alembic_version_auth")
+    auth_db_utils.migrate(engine, "head")
+    after = _revision(engine, "alembic_version_auth")
     return {"before": before, "after": after, "changed": before != after}
-
-
-def _migrate_auth_ext(uri: str) -> dict[str, Any]:
-    """mlflow-ext-auth's own tables (tokens, rights, lockouts) beside MLflow's auth schema."""
-    from mlflow.store.db.utils import create_sqlalchemy_engine
-
-    engine = create_sqlalchemy_engine(uri)
-    try:
-        with advisory_lock(engine, _MIGRATION_LOCK_ID):
-            return migrate_ext_tables(engine)
-    finally:
-        engine.dispose()
 
 
 def migrate(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Upgrade the tracking (and auth) schema to this MLflow's head; report what changed.
+    """Upgrade the tracking and auth schemas (MLflow's, then mlflow-ext-auth's tables); report what changed.
 
-    ``changed`` is true only when a migration ran, so Ansible can report it truthfully.
+    One advisory lock on the tracking database covers the whole run: a second caller (another host, a
+    concurrent ``make upgrade``) waits, then finds every schema at head. ``changed`` is true only when a
+    migration ran, so Ansible can report it truthfully.
     """
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+
     report: dict[str, Any] = {}
+    engines = [create_sqlalchemy_engine(str(values["MLFLOW_BACKEND_STORE_URI"]))]
     try:
-        report["tracking"] = _migrate_tracking(str(values["MLFLOW_BACKEND_STORE_URI"]))
-        if auth_enabled(values):
-            report["auth"] = _migrate_auth(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
-        if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
-            report["auth_ext"] = _migrate_auth_ext(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"]))
-    except ConfigError:
+        with advisory_lock(engines[0], MIGRATION_LOCK_ID):
+            report["tracking"] = _migrate_tracking(engines[0])
+            if auth_enabled(values):
+                engines.append(create_sqlalchemy_engine(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"])))
+                report["auth"] = _migrate_auth(engines[1])
+                if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
+                    report["auth_ext"] = migrate_ext_tables(engines[1])
+    except (ConfigError, MigrationError):
         raise
     except Exception as exc:
         # Driver messages can echo the URI; it carries no password by contract, so it may show.
         raise MigrationError(f"schema migration failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for engine in engines:
+            engine.dispose()
     report["changed"] = any(part["changed"] for part in report.values())
     return report

@@ -1,9 +1,9 @@
 """The tables mlflow-ext-auth adds to MLflow's auth database, and the queries on them.
 
 MLflow owns its auth schema (users, roles, grants; alembic table ``alembic_version_auth``). These tables
-sit beside it, all prefixed ``mlflow_ext_``, and are created by ``mlflow-ext server migrate`` with an
-idempotent ``create_all`` (never at import or server start). Should a table ever need to change, the
-``schema_version`` in ``mlflow_ext_auth_state`` is where an upgrade step starts.
+sit beside it, all prefixed ``mlflow_ext_``, versioned by their own Alembic revisions (``migrations/``,
+version table ``alembic_version_mlflow_ext_auth``) and brought to head by ``mlflow-ext server migrate``
+(never at import or server start). A change of any table is a new revision (``mlflow_ext.migrations``).
 
 Users are referenced by username, not by MLflow's user id: deleting a user through the REST API is
 followed by ``forget_user`` (see ``policy``), which removes their tokens and rights.
@@ -30,15 +30,16 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from mlflow_ext import migrations
 from mlflow_ext.auth import tokens as token_format
 
+# The baseline revision's value, kept in the state row for databases made before migrations existed.
 SCHEMA_VERSION = 1
 RIGHTS = ("create_experiment", "create_registered_model", "promote")
 
@@ -168,21 +169,19 @@ def _token(row: Any) -> TokenRecord:
     )
 
 
+SCHEMA = migrations.Schema(
+    name="auth",
+    metadata=metadata,
+    package="mlflow_ext.auth.migrations",
+    version_table="alembic_version_mlflow_ext_auth",
+    baseline="0001_baseline",
+    lock_id=0x6D6C6561,  # "mlea"
+)
+
+
 def migrate(engine: Engine) -> dict[str, Any]:
-    """Create the missing tables and the state row; ``changed`` only when something was created."""
-    before = set(inspect(engine).get_table_names()) & set(metadata.tables)
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        exists = conn.execute(select(state_table.c.id).where(state_table.c.id == 1)).first()
-        if exists is None:
-            conn.execute(insert(state_table).values(id=1, generation=0, schema_version=SCHEMA_VERSION))
-    created = sorted(set(metadata.tables) - before)
-    return {
-        "before": SCHEMA_VERSION if not created else None,
-        "after": SCHEMA_VERSION,
-        "created": created,
-        "changed": bool(created) or exists is None,
-    }
+    """Bring the tables to the newest revision; ``changed`` only when a revision ran or a stamp was set."""
+    return migrations.upgrade(engine, SCHEMA)
 
 
 # Read on every request (``authn.AuthState.refresh``): built once, compiled once.

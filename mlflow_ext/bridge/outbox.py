@@ -1,6 +1,7 @@
 """The durable outbox: accepted events, their triggers and every delivery state, in one database.
 
-Tables (all prefixed ``mlflow_ext_bridge_``, created by ``mlflow-ext bridge migrate``):
+Tables (all prefixed ``mlflow_ext_bridge_``, versioned by their own Alembic revisions in ``migrations/``,
+version table ``alembic_version_mlflow_ext_bridge``, brought to head by ``mlflow-ext bridge migrate``):
 
 - ``deliveries``: webhook delivery ids already accepted (replay guard), kept for twice the skew window;
 - ``subjects``: the last state the bridge accepted per alias (``model``, ``alias`` -> version), per tag
@@ -43,7 +44,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
-    inspect,
     select,
     text,
     update,
@@ -51,10 +51,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from mlflow_ext import migrations
 from mlflow_ext.events import ALIAS_CREATED, ALIAS_DELETED, TAG_SET, VERSION_CREATED, Event
-from mlflow_ext.pglock import advisory_lock
 from mlflow_ext.routing import Route
 
+# The baseline revision's value, kept in the meta row for databases made before migrations existed.
 SCHEMA_VERSION = 1
 ACTIVE = ("pending", "paused", "claimed", "scheduled")
 STATUSES = (*ACTIVE, "delivered", "parked")
@@ -178,26 +179,25 @@ def create_db_engine(uri: str) -> Engine:
     return create_engine(uri, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
+SCHEMA = migrations.Schema(
+    name="bridge",
+    metadata=metadata,
+    package="mlflow_ext.bridge.migrations",
+    version_table="alembic_version_mlflow_ext_bridge",
+    baseline="0001_baseline",
+    lock_id=_WORKER_LOCK_ID + 1,
+)
+
+
 def migrate(engine: Engine) -> dict[str, Any]:
-    """Create missing tables (idempotent); ``changed`` only when something was created."""
-    with advisory_lock(engine, _WORKER_LOCK_ID + 1):
-        before = set(inspect(engine).get_table_names())
-        metadata.create_all(engine)
-        after = set(inspect(engine).get_table_names())
-        created = sorted(t.name for t in metadata.sorted_tables if t.name in after - before)
-        with engine.begin() as conn:
-            row = conn.execute(select(meta_table)).first()
-            if row is None:
-                conn.execute(
-                    meta_table.insert().values(id=1, schema_version=SCHEMA_VERSION, created_at=now_ms())
-                )
-                created = created or ["mlflow_ext_bridge_meta row"]
-    return {"changed": bool(created), "created": created, "schema_version": SCHEMA_VERSION}
+    """Bring the outbox to the newest revision; ``changed`` only when a revision ran or a stamp was set."""
+    return migrations.upgrade(engine, SCHEMA)
 
 
 def schema_ready(engine: Engine) -> bool:
-    names = set(inspect(engine).get_table_names())
-    return all(table.name in names for table in metadata.sorted_tables)
+    """Whether the outbox is at this version's head (an older one must be migrated first)."""
+    with engine.connect() as conn:
+        return migrations.current(SCHEMA, conn) == migrations.head(SCHEMA)
 
 
 class WorkerLock:

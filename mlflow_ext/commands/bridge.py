@@ -11,7 +11,7 @@ import click
 
 from mlflow_ext import routing, settings
 from mlflow_ext.bridge import outbox, service, webhook
-from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option
+from mlflow_ext.commands.options import dry_run_option, emit, env_file_option, output_option, schema_line
 from mlflow_ext.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ def serve(env_file: str | None) -> None:
 @env_file_option
 @output_option
 def migrate(env_file: str | None, output: str) -> None:
-    """Create the outbox schema; `changed` is true only when something was created."""
+    """Bring the outbox schema to this version's head; `changed` is true only when a revision ran."""
     values = _subset(env_file, ["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     engine = outbox.create_db_engine(values["MLFLOW_EXT_BRIDGE_DATABASE_URI"])
     try:
@@ -47,10 +47,7 @@ def migrate(env_file: str | None, output: str) -> None:
     if output == "json":
         emit(report, output)
     else:
-        click.echo(
-            "outbox schema "
-            + ("created: " + ", ".join(report["created"]) if report["changed"] else "up to date")
-        )
+        click.echo(schema_line("outbox", report))
 
 
 @bridge_group.command("register-webhook")

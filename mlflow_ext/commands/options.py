@@ -54,6 +54,15 @@ def emit(data: dict[str, Any], output: str) -> None:
             click.echo(f"{key}: {value}")
 
 
+def schema_line(name: str, part: dict[str, Any]) -> str:
+    """One line of a migration report for people: what a schema went from and to."""
+    if part.get("stamped"):
+        return f"{name}: existing tables adopted at {part['after']}"
+    if part["changed"]:
+        return f"{name}: upgraded {part['after']} (from {part['before'] or 'empty'})"
+    return f"{name}: up to date at {part['after']}"
+
+
 def admin_client(tracking_uri: str) -> AuthClient:
     """The auth API as the caller: a token or username and password from the environment, else a prompt."""
     if os.environ.get("MLFLOW_TRACKING_TOKEN") or (

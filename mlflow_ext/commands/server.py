@@ -9,7 +9,7 @@ import click
 
 from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
-from mlflow_ext.commands.options import emit, env_file_option, output_option
+from mlflow_ext.commands.options import emit, env_file_option, output_option, schema_line
 
 
 @click.group("server")
@@ -28,7 +28,7 @@ def run(env_file: str | None) -> None:
 @env_file_option
 @output_option
 def migrate(env_file: str | None, output: str) -> None:
-    """Upgrade the tracking and auth schemas; `changed` is true only when a migration ran."""
+    """Upgrade the tracking and auth schemas (MLflow's and mlflow-ext-auth's), once, under a database lock."""
     environ = settings.apply_env_file(env_file)
     values = entrypoint.resolve(environ)
     # This process talks to MLflow too: give it the server's settings (telemetry off, pools, ...).
@@ -39,11 +39,7 @@ def migrate(env_file: str | None, output: str) -> None:
     else:
         for name, part in report.items():
             if name != "changed":
-                verb = "upgraded" if part["changed"] else "up to date at"
-                click.echo(
-                    f"{name}: {verb} {part['after']}"
-                    + (f" (from {part['before']})" if part["changed"] else "")
-                )
+                click.echo(schema_line(name, part))
 
 
 @server_group.command("check")
