@@ -7,7 +7,7 @@ ANSIBLE_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help up down upgrade test test-infra chaos lint bench clean
+.PHONY: help up down backup restore upgrade test test-infra chaos lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ up: $(TOOLS_VENV)/.installed  ## provision the whole platform on this host
 
 down: $(TOOLS_VENV)/.installed  ## stop the platform's services, keeping all data
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/down.yml $(ANSIBLE_ARGS)
+
+backup: $(TOOLS_VENV)/.installed  ## back up PostgreSQL, the artifact bucket and the secrets now
+	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/backup.yml $(ANSIBLE_ARGS)
+
+restore: $(TOOLS_VENV)/.installed  ## rebuild the platform from its backups (ANSIBLE_ARGS='-e backup_restore_set=...')
+	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/restore.yml $(ANSIBLE_ARGS)
 
 upgrade: $(TOOLS_VENV)/.installed  ## back up, migrate once, restart the servers one at a time (docs/operations.md)
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/upgrade.yml $(ANSIBLE_ARGS)

@@ -1,0 +1,283 @@
+"""Backups and the restore drill on the converged host.
+
+The drill populates the platform, backs it up (make backup), writes once, notes the time, writes again, wipes
+the platform (services stopped, the three databases dropped, the bucket emptied, the secrets removed) and
+restores it (make restore) to the noted time. It then compares what a user relies on: the row count of every
+table of every database, the checksum of every artifact, the old admin password, user password and token, the
+first write present and the second gone. It prints the counts and checksums. Whatever fails, the platform is
+restored and healthy at the end. Bounded: about 6 minutes, most of it the restore's converge.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.infra.conftest import BUCKET, TLS_CERT, TRACKING_URI, _vars_file
+from tests.support.ansible import run_playbook
+from tests.support.environ import patched_environ
+
+pytestmark = pytest.mark.usefixtures("converged")
+
+DATABASES = ("mlflow", "mlflow_auth", "mlflow_bridge")
+BACKUP_CONFIG = Path("/etc/mlflow-platform/backup/backup.json")
+BACKUP_CLI = "/usr/local/sbin/mlflow-platform-backup"
+METRICS = Path("/var/lib/mlflow-platform/metrics/backup.prom")
+SECRETS_ARCHIVES = Path("/var/backups/mlflow-platform/secrets")
+JOBS = (
+    "mlflow-backup-postgres-full",
+    "mlflow-backup-postgres-diff",
+    "mlflow-backup-artifacts",
+    "mlflow-backup-secrets",
+)
+WIPED_PATHS = ("/etc/mlflow-platform/secrets", "/etc/mlflow", "/etc/gocd-bridge", "/etc/nginx/tls")
+SERVICES = ("mlflow-server", "gocd-bridge")
+
+
+def psql(database: str, sql: str) -> str:
+    argv = ["runuser", "-u", "postgres", "--", "psql", "-X", "-d", database, "-Atc", sql]
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def table_counts() -> dict[str, int]:
+    """Rows of every table of every database of the platform: every entity, whatever MLflow calls it."""
+    counts = {}
+    for database in DATABASES:
+        tables = psql(
+            database, "select tablename from pg_tables where schemaname = 'public' order by 1"
+        ).split()
+        if tables:
+            # Table names come from pg_tables itself.
+            union = " union all ".join(f"select '{t}', count(*) from public.\"{t}\"" for t in tables)  # noqa: S608
+            for line in psql(database, union).splitlines():
+                table, count = line.split("|")
+                counts[f"{database}.{table}"] = int(count)
+    return counts
+
+
+def artifact_checksums(s3_client) -> dict[str, str]:
+    sums = {}
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            body = s3_client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+            sums[item["Key"]] = hashlib.sha256(body).hexdigest()
+    return sums
+
+
+def api(path: str, authorization: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(TRACKING_URI + path, data=data, method="POST" if data else "GET")
+    request.add_header("Authorization", authorization)
+    request.add_header("Content-Type", "application/json")
+    context = ssl.create_default_context(cafile=TLS_CERT)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def populate(admin_env: dict[str, str], tag: str) -> dict[str, str]:
+    """Experiments, runs with metrics, params and artifacts, a registered model with versions, aliases and
+    tags, a user with a token, a webhook. Returns the user's password and token."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.server import get_app_client
+
+    password = "Drill" + hashlib.sha256(tag.encode()).hexdigest()[:20]
+    with patched_environ(admin_env):
+        client = MlflowClient()
+        for e in range(2):
+            experiment = client.create_experiment(f"drill-{tag}-{e}")
+            for r in range(3):
+                run = client.create_run(experiment)
+                now = int(time.time() * 1000)
+                metrics = [Metric("loss", 1.0 / (s + 1), now, s) for s in range(50)]
+                client.log_batch(
+                    run.info.run_id, metrics=metrics, params=[mlflow.entities.Param("r", str(r))]
+                )
+                with tempfile.TemporaryDirectory() as tmp:
+                    (Path(tmp) / "model.txt").write_text(f"{tag} {e} {r}\n" * 100)
+                    client.log_artifact(run.info.run_id, str(Path(tmp) / "model.txt"), "model")
+                client.set_terminated(run.info.run_id)
+        name = f"drill-{tag}-model"
+        client.create_registered_model(name, tags={"team": "drill"})
+        for _ in range(2):
+            version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+            client.set_model_version_tag(name, version.version, "validated", "true")
+        client.set_registered_model_alias(name, "champion", version.version)
+        client.create_webhook(
+            f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"], status="DISABLED"
+        )
+        get_app_client("basic-auth", tracking_uri=TRACKING_URI).create_user(f"drill-{tag}", password)
+    status, token = api(
+        "/api/2.0/mlflow-ext/tokens/create", basic(f"drill-{tag}", password), {"name": f"drill-{tag}"}
+    )
+    assert status == 200, f"creating the drill user's token: HTTP {status}"
+    return {"user": f"drill-{tag}", "password": password, "token": token["token"]}
+
+
+def healthy() -> bool:
+    with contextlib.suppress(OSError):
+        context = ssl.create_default_context(cafile=TLS_CERT)
+        with urllib.request.urlopen(TRACKING_URI + "/health", timeout=5, context=context) as response:
+            return response.status == 200
+    return False
+
+
+def wipe(s3_client) -> None:
+    subprocess.run(["systemctl", "stop", *SERVICES], check=True, timeout=120)
+    for database in DATABASES:
+        psql("postgres", f'drop database if exists "{database}" with (force)')
+    keys = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])]  # fmt: skip
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        s3_client.delete_objects(Bucket=BUCKET, Delete={"Objects": batch})
+    for path in WIPED_PATHS:
+        for child in Path(path).glob("*"):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def metric(kind: str) -> str:
+    found = re.search(rf'^mlflow_backup_last_run_success{{kind="{kind}"}} (\S+)$', METRICS.read_text(), re.M)
+    return found[1] if found else "missing"
+
+
+def test_timers_are_installed_and_hardened(host):
+    for job in JOBS:
+        unit = host.file(f"/etc/systemd/system/{job}.service")
+        assert unit.exists, f"{job}.service missing"
+        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "ReadWritePaths="):
+            assert line in unit.content_string, f"{job}.service lacks {line}"
+        assert "OnCalendar=" in host.file(f"/etc/systemd/system/{job}.timer").content_string
+        assert host.run(f"systemctl is-enabled {job}.timer").stdout.strip() == "enabled", (
+            f"{job}.timer disabled"
+        )
+
+
+def test_backup_to_an_unreachable_location_fails_loudly(tmp_path):
+    config = json.loads(BACKUP_CONFIG.read_text())
+    config.update(
+        artifacts_target="target:/proc/mlflow-backup-unwritable", artifacts_location="/proc/mlflow-backup"
+    )
+    bad = tmp_path / "backup.json"
+    bad.write_text(json.dumps(config))
+    result = subprocess.run([BACKUP_CLI, "--config", str(bad), "artifacts"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "artifacts: FAILED" in result.stderr and "/proc/mlflow-backup" in result.stderr, result.stderr
+    assert metric("artifacts") == "0"
+
+
+def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):
+    started = time.monotonic()
+    bridge_vars = _vars_file(tmp_path, converged.bridge.extra_vars())
+    tag = time.strftime("%H%M%S")
+    account = populate(admin_env, tag)
+    gocd_token = Path("/etc/mlflow/gocd_token").read_text().strip()
+    cert = Path(TLS_CERT).read_bytes()
+
+    backup = run_playbook("backup", "backup.yml")
+    assert backup.returncode == 0, f"{backup.summary()}\n{backup.output[-3000:]}"
+    assert {metric(kind) for kind in ("postgres", "artifacts", "secrets")} == {"1"}
+
+    # A restore pointed at a backup that is not there, or a secrets archive that does not decrypt, fails in
+    # its checks and leaves the live platform as it was.
+    missing = run_playbook("restore-missing", "restore.yml", "-e", "backup_restore_set=20000101-000000F")
+    assert missing.returncode != 0 and "20000101-000000F not found" in missing.output, missing.output[-2000:]
+    corrupt = SECRETS_ARCHIVES / "secrets-29991231T000000Z.tar.age"
+    corrupt.write_bytes(b"age-encryption.org/v1\n-> X25519 garbage\n" + bytes(256))
+    try:
+        bad = run_playbook(
+            "restore-corrupt", "restore.yml", "-e", f"backup_restore_secrets_archive={corrupt.name}"
+        )
+    finally:
+        corrupt.unlink()
+    assert bad.returncode != 0 and "does not decrypt" in bad.output, bad.output[-2000:]
+    assert (
+        healthy()
+        and api("/api/2.0/mlflow/experiments/search?max_results=1", f"Bearer {gocd_token}")[0] == 200
+    )
+
+    # Two writes with a moment between them; the restore goes back to that moment.
+    with patched_environ(admin_env):
+        from mlflow import MlflowClient
+
+        MlflowClient().create_experiment(f"drill-{tag}-first")
+        before_counts, before_sums = table_counts(), artifact_checksums(s3_client)
+        time.sleep(2)
+        moment = psql(
+            "postgres", "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
+        )
+        time.sleep(2)
+        MlflowClient().create_experiment(f"drill-{tag}-second")
+    subprocess.run(["runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=mlflow", "check"], check=True)
+
+    wiped = restored = False
+    try:
+        wipe(s3_client)
+        wiped = True
+        assert not healthy() and table_counts() == {}
+        restore = run_playbook(
+            "restore",
+            "restore.yml",
+            "-e",
+            f"@{bridge_vars}",
+            "-e",
+            json.dumps({"backup_restore_target": moment}),
+        )
+        assert restore.returncode == 0, f"{restore.summary()}\n{restore.output[-4000:]}"
+        restored = True
+        after_counts, after_sums = table_counts(), artifact_checksums(s3_client)
+        print(
+            f"\nrestore drill: backup {backup.seconds:.0f} s, restore {restore.seconds:.0f} s, "
+            f"point in time {moment}"
+        )
+        print(f"{'table':<50} {'before':>8} {'after':>8}")
+        for table in sorted(before_counts.keys() | after_counts.keys()):
+            print(f"{table:<50} {before_counts.get(table, '-'):>8} {after_counts.get(table, '-'):>8}")
+        digest = hashlib.sha256(json.dumps(before_sums, sort_keys=True).encode()).hexdigest()
+        print(
+            f"artifacts: {len(before_sums)} objects before, {len(after_sums)} after; "
+            f"sha256 of the list {digest}"
+        )
+        for key in sorted(before_sums)[:5]:
+            print(f"  {before_sums[key][:16]}  {key}")
+        assert after_counts == before_counts
+        assert after_sums == before_sums
+        assert Path(TLS_CERT).read_bytes() == cert, "the proxy's certificate was not restored"
+        search = "/api/2.0/mlflow/experiments/search?max_results=1000"
+        status, found = api(search, basic("admin", secrets["mlflow_admin_password"]))
+        assert status == 200, "the old admin password no longer works"
+        names = {e["name"] for e in found.get("experiments", [])}
+        assert f"drill-{tag}-first" in names and f"drill-{tag}-second" not in names
+        assert api(search, f"Bearer {gocd_token}")[0] == 200, (
+            "the service account's old token no longer works"
+        )
+        assert api(search, f"Bearer {account['token']}")[0] == 200, "the drill user's token no longer works"
+        assert api(search, basic(account["user"], account["password"]))[0] == 200
+        print(f"restore drill: {time.monotonic() - started:.0f} s in all")
+    finally:
+        if wiped and not restored:
+            # Whatever failed, leave the platform restored: the end of the backup this drill made.
+            again = run_playbook("restore-after-failure", "restore.yml", "-e", f"@{bridge_vars}")
+            print(again.summary())
+        assert healthy(), "the platform is not healthy after the drill"
