@@ -12,7 +12,8 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
 4. MLflow's auth store is wrapped so its writes bump the generation counter and its reads on the
    authorization path are memoised per generation, and runs' experiments are remembered (``memo``);
 5. MLflow's FastAPI permission middleware is fronted by a pure-ASGI one (``asgi``) that hands the
-   requests MLflow's middleware would only pass on straight to Flask, without its per-request cost.
+   requests MLflow's middleware would only pass on straight to Flask, without its per-request cost;
+6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all.
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -25,7 +26,7 @@ import os
 from typing import Any
 
 from mlflow_ext import mlflow_internals
-from mlflow_ext.auth import asgi, authn, config, guard, policy, routes
+from mlflow_ext.auth import asgi, authn, config, guard, metrics, policy, ready, routes
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
 from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
@@ -84,4 +85,7 @@ def create_app() -> Any:
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
+    # Outermost, before authentication and the Host check: monitors need no credentials to ask.
+    metrics.install(served)
+    ready.install(served)
     return served

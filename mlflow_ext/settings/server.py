@@ -114,6 +114,13 @@ SETTINGS: tuple[Setting, ...] = (
         "/run/mlflow-server/metrics",
     ),
     Setting(
+        "MLFLOW_EXT_METRICS_TEXTFILE_DIR",
+        "Directory whose *.prom files (written by the backup and gc jobs) /metrics serves too.",
+        "/var/lib/mlflow-platform/metrics",
+        parse=optional_absolute_path,
+        default="/var/lib/mlflow-platform/metrics",
+    ),
+    Setting(
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
         "Database connections kept per pool (each worker has pools for tracking, registry and auth).",
         "5",
