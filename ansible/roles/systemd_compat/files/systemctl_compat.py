@@ -1,6 +1,6 @@
-"""What docker-systemctl-replacement lacks for long-running units; installed by the systemd_compat role.
+"""What docker-systemctl-replacement lacks for services and timers; installed by the systemd_compat role.
 
-Standard library only. Two pieces:
+Standard library only. Three pieces:
 
 - ``patch(systemctl3)``: the replacement counts as a unit's processes its main process and the descendants
   it finds through parent links. Once the main process dies, its children are reparented and escape every
@@ -8,13 +8,21 @@ Standard library only. Two pieces:
   (setsid), so the session stands in for systemd's control group: a stop or kill also ends what is left of
   the main process's session, and a start first clears the session of a main process that died
   (KillMode=control-group: SIGTERM, SIGKILL after TimeoutStopSec; mixed: SIGKILL; process, none: left alone).
-  Units also get a clean environment, as under systemd, instead of their caller's.
+  Units also get a clean environment, as under systemd, instead of their caller's, and their logs
+  (/var/log/journal/<unit>.log, which carry the services' stderr and so the auth audit log) are created
+  0640, group adm, as Debian's own logs, instead of world-readable.
 - ``Supervisor``: the replacement enforces Restart= only when it runs as PID 1. The supervisor polls the
   replacement's status files; when the main process of a unit with Restart= other than "no" and
   "on-success" died while its status file still names it (nobody stopped the unit), it clears the unit's
   session at once and starts the unit again RestartSec later, at most StartLimitBurst times per
   StartLimitIntervalSec. The exit status of a process that is not the supervisor's child is unknown, so
   every such death counts as a failure. A unit stopped meanwhile is left stopped.
+- ``Timers``: the replacement ignores .timer units. The supervisor starts the service of every enabled
+  timer (Unit=, else the timer's own name) when its OnCalendar= elapses, in the subset of systemd.time(7)
+  that ``CalendarSpec`` parses; with Persistent=yes a run missed while the host or the supervisor was down
+  happens at once, as systemd does it (the last trigger is the mtime of
+  /var/lib/systemd/timers/stamp-<timer>). Other timer settings (OnBootSec=, RandomizedDelaySec=, ...) are
+  ignored, and a timer with no OnCalendar= it can parse is logged and skipped.
 
 Run as ``python3 systemctl_compat.py --upstream DIR supervise [--interval SECONDS]``, DIR holding the
 replacement's systemctl3.py; the systemctl wrapper imports this module and calls ``patch``.
@@ -24,10 +32,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import fcntl
+import grp
+import itertools
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +52,11 @@ log = logging.getLogger("systemctl_compat")
 PROC = Path("/proc")
 # Units whose death is not restarted: systemd's own meaning of these Restart= values.
 NO_RESTART = {"no", "on-success"}
+# Unit logs are readable by root and this group only (the auth audit log goes to the server's stderr).
+LOG_GROUP = "adm"
+LOG_MODE = 0o640
+# Where systemd keeps the last trigger of a Persistent= timer.
+TIMER_STAMPS = Path("/var/lib/systemd/timers")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -150,7 +167,21 @@ def patch(systemctl3: ModuleType) -> None:
             os.environ.clear()
             os.environ.update(saved)
 
+    journal = systemctl3.SystemctlJournal
+
+    def private_open_log(self: Any, conf: Any) -> Any:
+        # The replacement opens unit logs with the caller's umask (0644): anyone could read them.
+        path = Path(self.get_log_from(conf))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+        with contextlib.suppress(KeyError, PermissionError):  # not root, or no such group: mode only
+            os.fchown(fd, -1, grp.getgrnam(LOG_GROUP).gr_gid)
+        with contextlib.suppress(PermissionError):
+            os.fchmod(fd, LOG_MODE)
+        return os.fdopen(fd, "a")
+
     units.get_env = clean_get_env
+    journal.open_log = private_open_log
     cls.pidlist_of = session_pidlist_of
     cls.do_kill_unit_from = session_kill_unit_from
     cls.do_start_unit_from = session_start_unit_from
@@ -160,9 +191,16 @@ def patch(systemctl3: ModuleType) -> None:
 class Supervisor:
     """Restarts units whose main process died (see the module's doc). One instance per host."""
 
-    def __init__(self, systemctl3: ModuleType, own_unit: str = "systemd-compat-supervisor.service") -> None:
+    def __init__(
+        self,
+        systemctl3: ModuleType,
+        systemctl: str = "/usr/bin/systemctl",
+        own_unit: str = "systemd-compat-supervisor.service",
+    ) -> None:
         self.systemctl3 = systemctl3
         self.ctl = systemctl3.Systemctl()
+        self.timers = Timers(systemctl3.Systemctl, systemctl)
+        self.timers_checked = 0.0
         self.own_unit = own_unit
         self.run_dir = Path(systemctl3.get_PID_DIR(True))
         self.lock_dir = Path(systemctl3.expand_path(systemctl3._notify_socket_folder, True))
@@ -209,8 +247,11 @@ class Supervisor:
         )
 
     def step(self) -> None:
-        self._reap()
         now = time.monotonic()
+        if now - self.timers_checked >= 1.0:  # timers have a resolution of seconds; a check scans unit files
+            self.timers_checked = now
+            self.timers.step(datetime.datetime.now())
+        self._reap()
         units = self._units()
         for unit in list(self.pending):
             if unit not in units:
@@ -270,12 +311,197 @@ class Supervisor:
             time.sleep(max(0.05, min([interval, *due])))
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CALENDAR_SHORTHANDS = {
+    "minutely": "*-*-* *:*:00",
+    "hourly": "*-*-* *:00:00",
+    "daily": "*-*-* 00:00:00",
+    "weekly": "Mon *-*-* 00:00:00",
+    "monthly": "*-*-01 00:00:00",
+    "yearly": "*-01-01 00:00:00",
+    "annually": "*-01-01 00:00:00",
+}
+
+
+class CalendarSpec:
+    """An OnCalendar= expression: ``[WEEKDAYS] [YEAR-MONTH-DAY] [HOUR:MINUTE[:SECOND]]`` in local time, each
+    field ``*``, a number, a range ``a..b`` or a comma list of those (weekdays as Mon..Sun), or one of the
+    shorthands minutely, hourly, daily, weekly, monthly, yearly. Raises ValueError on anything else
+    (steps ``/``, ``~``, time zones), naming the expression."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        words = CALENDAR_SHORTHANDS.get(text.strip().lower(), text).split()
+        try:
+            self.weekdays = set(range(7))
+            if words and words[0][0].isalpha():
+                self.weekdays = self._weekdays(words.pop(0))
+            date, clock = "*-*-*", "00:00:00"
+            if words and "-" in words[0]:
+                date = words.pop(0)
+            if words and ":" in words[0]:
+                clock = words.pop(0)
+            if words:
+                raise ValueError(f"unexpected {' '.join(words)!r}")
+            year, month, day = self._split(date, "-", 3)
+            hour, minute, second = self._split(clock if clock.count(":") == 2 else clock + ":00", ":", 3)
+            self.years = self._field(year, 1970, 2199)
+            self.months = self._field(month, 1, 12)
+            self.days = self._field(day, 1, 31)
+            self.times = sorted(
+                itertools.product(
+                    self._field(hour, 0, 23), self._field(minute, 0, 59), self._field(second, 0, 59)
+                )
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"OnCalendar={text}: {error} (systemctl_compat reads a subset of systemd.time(7))"
+            ) from None
+
+    @staticmethod
+    def _split(text: str, sep: str, count: int) -> list[str]:
+        parts = text.split(sep)
+        if len(parts) != count:
+            raise ValueError(f"{text!r} does not have {count} fields separated by {sep!r}")
+        return parts
+
+    @staticmethod
+    def _field(text: str, low: int, high: int) -> set[int]:
+        if text == "*":
+            return set(range(low, high + 1))
+        values: set[int] = set()
+        for part in text.split(","):
+            first, _, last = part.partition("..")
+            if not first.isdigit() or (last and not last.isdigit()):
+                raise ValueError(f"{text!r} is not *, a number, a range a..b or a list of those")
+            start, end = int(first), int(last or first)
+            if not low <= start <= end <= high:
+                raise ValueError(f"{text!r} is outside {low}..{high}")
+            values.update(range(start, end + 1))
+        return values
+
+    @staticmethod
+    def _weekdays(text: str) -> set[int]:
+        days: set[int] = set()
+        for part in text.lower().split(","):
+            first, _, last = part.partition("..")
+            names = [name[:3] for name in (first, last or first)]
+            if any(name not in WEEKDAYS for name in names):
+                raise ValueError(f"{text!r} is not a weekday, a range Mon..Fri or a list of those")
+            start, end = (WEEKDAYS.index(name) for name in names)
+            days.update(range(start, end + 1) if start <= end else [*range(start, 7), *range(0, end + 1)])
+        return days
+
+    def next_after(self, moment: datetime.datetime) -> datetime.datetime | None:
+        """The first elapse strictly after MOMENT (naive local time), None if there is none."""
+        day = moment.date()
+        for _ in range(366 * 8):  # every weekday of every date comes round within a few years
+            if (
+                day.year in self.years
+                and day.month in self.months
+                and day.day in self.days
+                and day.weekday() in self.weekdays
+            ):
+                for hour, minute, second in self.times:
+                    at = datetime.datetime.combine(day, datetime.time(hour, minute, second))
+                    if at > moment:
+                        return at
+            day += datetime.timedelta(days=1)
+        return None
+
+
+class Timers:
+    """Starts the service of each enabled .timer when its OnCalendar= elapses (see the module's doc)."""
+
+    def __init__(self, new_ctl: Callable[[], Any], systemctl: str, stamps: Path = TIMER_STAMPS) -> None:
+        self.new_ctl = new_ctl  # a fresh Systemctl per check: the replacement caches its scan of unit files
+        self.systemctl = systemctl
+        self.stamps = stamps
+        self.due: dict[str, datetime.datetime | None] = {}  # timer -> next elapse
+        self.specs: dict[str, tuple[str, list[CalendarSpec]]] = {}  # timer -> (its OnCalendar= lines, specs)
+        self.running: dict[str, subprocess.Popen[bytes]] = {}  # timer -> its `systemctl start`
+
+    def _enabled(self) -> list[Any]:
+        ctl = self.new_ctl()
+        confs = []
+        for unit in ctl.unitfiles.match_units():
+            if unit.endswith(".timer"):
+                conf = ctl.unitfiles.load_conf(unit)
+                if conf is not None and ctl.enabled_from(conf) == "enabled":
+                    confs.append(conf)
+        return confs
+
+    def _specs(self, conf: Any) -> list[CalendarSpec]:
+        lines = [line for line in conf.getlist("Timer", "OnCalendar", []) if line.strip()]
+        key = "\n".join(lines)
+        cached = self.specs.get(conf.name())
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        specs = []
+        for line in lines:
+            try:
+                specs.append(CalendarSpec(line))
+            except ValueError as error:
+                log.error("%s: %s; that line is ignored", conf.name(), error)
+        if not specs:
+            log.error("%s: no OnCalendar= that can be read; the timer never fires", conf.name())
+        self.specs[conf.name()] = (key, specs)
+        self.due.pop(conf.name(), None)
+        return specs
+
+    def _next(self, specs: list[CalendarSpec], after: datetime.datetime) -> datetime.datetime | None:
+        elapses = [at for at in (spec.next_after(after) for spec in specs) if at is not None]
+        return min(elapses) if elapses else None
+
+    def step(self, now: datetime.datetime) -> None:
+        for name, proc in list(self.running.items()):
+            if proc.poll() is not None:
+                del self.running[name]
+                log.info("%s: its run ended (systemctl start exited %s)", name, proc.returncode)
+        enabled = self._enabled()
+        names = {conf.name() for conf in enabled}
+        for name in [name for name in self.due if name not in names]:
+            del self.due[name]  # disabled or removed
+        for conf in enabled:
+            name = conf.name()
+            specs = self._specs(conf)
+            if name not in self.due:
+                persistent = conf.getbool("Timer", "Persistent", "no")
+                stamp = self.stamps / f"stamp-{name}"
+                last = (
+                    datetime.datetime.fromtimestamp(stamp.stat().st_mtime)
+                    if persistent and stamp.exists()
+                    else now
+                )
+                self.due[name] = self._next(specs, last)
+            due = self.due[name]
+            if due is None or due > now or name in self.running:
+                continue
+            self._fire(conf, now)
+            self.due[name] = self._next(specs, now)
+
+    def _fire(self, conf: Any, now: datetime.datetime) -> None:
+        name = conf.name()
+        service = conf.get("Timer", "Unit", name.removesuffix(".timer") + ".service")
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        stamp = self.stamps / f"stamp-{name}"
+        stamp.touch()
+        os.utime(stamp, (now.timestamp(), now.timestamp()))
+        log.info("%s: elapsed, starting %s", name, service)
+        self.running[name] = subprocess.Popen(
+            [self.systemctl, "start", service], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="directory of the replacement's systemctl3.py")
     commands = parser.add_subparsers(dest="command", required=True)
     supervise = commands.add_parser("supervise", help="restart units whose main process died")
     supervise.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
+    supervise.add_argument(
+        "--systemctl", default="/usr/bin/systemctl", help="the systemctl that starts timers' units"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sys.path.insert(0, args.upstream)
@@ -284,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     systemctl3.logg.setLevel(logging.WARNING)
     patch(systemctl3)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Supervisor(systemctl3).run(args.interval)
+    Supervisor(systemctl3, args.systemctl).run(args.interval)
     return 0
 
 
