@@ -55,7 +55,8 @@ def psql(database: str, sql: str) -> str:
 def table_counts() -> dict[str, int]:
     """Rows of every table of every database of the platform: every entity, whatever MLflow calls it."""
     counts = {}
-    for database in DATABASES:
+    present = set(psql("postgres", "select datname from pg_database").split())
+    for database in sorted(present & set(DATABASES)):
         tables = psql(
             database, "select tablename from pg_tables where schemaname = 'public' order by 1"
         ).split()
@@ -124,9 +125,7 @@ def populate(admin_env: dict[str, str], tag: str) -> dict[str, str]:
             version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
             client.set_model_version_tag(name, version.version, "validated", "true")
         client.set_registered_model_alias(name, "champion", version.version)
-        client.create_webhook(
-            f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"], status="DISABLED"
-        )
+        client.create_webhook(f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"])
         get_app_client("basic-auth", tracking_uri=TRACKING_URI).create_user(f"drill-{tag}", password)
     status, token = api(
         "/api/2.0/mlflow-ext/tokens/create", basic(f"drill-{tag}", password), {"name": f"drill-{tag}"}

@@ -51,7 +51,9 @@ class BackupError(Exception):
 def run(argv: list[str], what: str, location: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:]
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        # rclone names each object it failed on in an "ERROR : <object>: ..." line; show those first.
+        detail = [line for line in lines if "ERROR : " in line][:5] + lines[-1:]
         raise BackupError(f"{what} at {location} failed (exit {proc.returncode}): " + " | ".join(detail))
     return proc
 
@@ -74,7 +76,10 @@ class Backup:
         return run(argv, what, self.c["postgres_location"])
 
     def rclone(self, *args: str, what: str, location: str) -> subprocess.CompletedProcess[str]:
-        return run(["rclone", "--config", self.c["rclone_config"], *args], what, location, env=RCLONE_ENV)
+        # Two passes at most: an object the store cannot serve fails the run within minutes, named.
+        retries = ["--retries", "2", "--low-level-retries", "3"]
+        argv = ["rclone", "--config", self.c["rclone_config"], *retries, *args]
+        return run(argv, what, location, env=RCLONE_ENV)
 
     def pg_info(self) -> dict:
         out = self.pgbackrest("--output=json", "info", what="reading the pgBackRest repository").stdout
@@ -130,6 +135,7 @@ class Backup:
 
     def prune_deleted(self, target: str, location: str) -> None:
         """Drop the directories of deleted or overwritten objects older than artifacts_deleted_keep_days."""
+        self.rclone("mkdir", f"{target}/{DELETED_DIR}", what="creating deleted/", location=location)
         listing = self.rclone(
             "lsf", "--dirs-only", f"{target}/{DELETED_DIR}", what="listing", location=location
         )
