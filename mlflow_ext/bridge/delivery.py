@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mlflow_ext.bridge import metrics
 from mlflow_ext.bridge.outbox import Outbox, WorkerLock, now_ms
 from mlflow_ext.errors import GoCDRejected, GoCDUnavailable, RegistryUnavailable, VersionMissing
 
@@ -109,9 +110,11 @@ class _Watched:
         try:
             result = getattr(self._gocd, name)(*args, **kwargs)
         except GoCDUnavailable:
+            metrics.GOCD_ERRORS.labels(kind="unavailable").inc()
             self._down = True
             raise
         except GoCDRejected:
+            metrics.GOCD_ERRORS.labels(kind="rejected").inc()
             self._answered()
             raise
         self._answered()
@@ -302,16 +305,18 @@ class DeliveryWorker:
             # It may have arrived: settle from GoCD's history before sending again.
             log.warning("trigger of row %s unanswered (%s); settling from GoCD history", row.id, exc)
             return self._retry_later(row, f"unanswered trigger: {exc}", ("claimed",))
-        self.outbox.update(
+        delivered_at = now_ms()
+        if self.outbox.update(
             row.id,
             expect=("claimed",),
             status="scheduled",
-            delivered_at=now_ms(),
+            delivered_at=delivered_at,
             gocd_status=202,
             gocd_message=message,
             last_error=None,
             next_attempt_at=now_ms(),
-        )
+        ):
+            metrics.delivered(row.created_at, delivered_at)
         log.info("row %s: %s v%s scheduled on %s", row.id, row.model, row.version, row.pipeline)
         return self._find_counter(self.outbox.row(row.id))
 
@@ -395,7 +400,8 @@ class DeliveryWorker:
             values["delivered_at"] = now_ms()
         if note:
             values["gocd_message"] = note
-        self.outbox.update(row.id, expect=expect, **values)
+        if self.outbox.update(row.id, expect=expect, **values) and row.delivered_at is None:
+            metrics.delivered(row.created_at, values["delivered_at"])
 
     def _settle_claim(self, row: Any) -> bool:
         try:

@@ -3,8 +3,8 @@
 ``POST /webhook``: 401 for a missing or wrong signature or a stale timestamp, 409 for a delivery id seen
 before (a replay), 400/422 for a body that is not an MLflow event, 413 for a body over 1 MiB, 503 when
 the outbox cannot be written (MLflow retries with the same delivery id, which was not recorded). ``GET
-/health`` answers 200 when the outbox database answers. Any other path is 404, another method on these
-two paths 405.
+/health`` answers 200 when the outbox database answers; ``GET /metrics`` gives the bridge's Prometheus
+metrics (``metrics``). Any other path is 404, another method on these paths 405.
 
 A bare ASGI app served by uvicorn (httptools and uvloop when installed) on an event loop in a thread of
 its own. The outbox is synchronous SQLAlchemy: each delivery's verification and write, and each health
@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from mlflow_ext import events
-from mlflow_ext.bridge import signature
+from mlflow_ext.bridge import metrics, signature
 from mlflow_ext.bridge.outbox import Outbox
 from mlflow_ext.routing import Router
 
@@ -43,6 +43,7 @@ log = logging.getLogger("mlflow_ext.bridge.receiver")
 MAX_BODY = 1024 * 1024
 PATH = "/webhook"
 HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
 SERVER_NAME = "mlflow-ext-bridge"
 # Deliveries written at once: as many as the outbox engine's pool holds (pool_size 8 + max_overflow 8).
 WORKERS = 16
@@ -178,6 +179,22 @@ class Receiver:
                     {"status": "ok" if ok else "outbox database unavailable"},
                     close=unread,
                 )
+            else:
+                await _answer(send, 405, {"error": "method not allowed"}, close=unread, allow="GET")
+        elif path == METRICS_PATH:
+            if method == "GET":
+                assert self._probes is not None
+                body = await anyio.to_thread.run_sync(
+                    metrics.render, self.outbox.counts, abandon_on_cancel=True, limiter=self._probes
+                )
+                answer_headers = [
+                    (b"content-type", metrics.CONTENT_TYPE),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                if unread:
+                    answer_headers.append((b"connection", b"close"))
+                await send({"type": "http.response.start", "status": 200, "headers": answer_headers})
+                await send({"type": "http.response.body", "body": body})
             else:
                 await _answer(send, 405, {"error": "method not allowed"}, close=unread, allow="GET")
         else:

@@ -241,6 +241,33 @@ def test_gocd_down_while_100_promotions_happen(bridge, gocd, client):
     assert status["counts"]["delivered"] >= 100 and status["counts"]["pending"] == 0
 
 
+def metric_values(text: str) -> dict[str, float]:
+    """Sample lines of Prometheus' text format, by name and labels."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_show_the_outbox_deliveries_their_latency_and_gocd_errors(bridge):
+    """Right after the 100 promotions delivered once GoCD came back (the test above)."""
+    answer = requests.get(bridge.url + "/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain")
+    samples = metric_values(answer.text)
+    assert samples["mlflow_bridge_outbox_up"] == 1
+    assert samples['mlflow_bridge_outbox_rows{status="pending"}'] == 0
+    assert samples['mlflow_bridge_outbox_rows{status="parked"}'] == 0
+    assert samples['mlflow_bridge_outbox_rows{status="delivered"}'] >= 100
+    assert samples["mlflow_bridge_delivered_total"] >= 100
+    assert samples["mlflow_bridge_delivery_latency_seconds_count"] >= 100
+    # The triggers waited for GoCD to come back: their latency is seconds, not milliseconds.
+    assert samples['mlflow_bridge_delivery_latency_seconds_bucket{le="0.5"}'] < 100
+    assert samples['mlflow_bridge_gocd_errors_total{kind="unavailable"}'] >= 1
+
+
 def test_sigkill_mid_delivery_loses_and_doubles_nothing(bridge, gocd, client):
     make_model(client, "iris-kill", 4)
     gocd.hold_schedules()
