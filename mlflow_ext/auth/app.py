@@ -86,6 +86,7 @@ def create_app() -> Any:
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
     # Outermost, before authentication and the Host check: monitors need no credentials to ask.
-    metrics.install(served)
-    ready.install(served)
+    readiness = ready.Readiness(ready.checks_from(os.environ))
+    metrics.install(served, readiness.states)
+    ready.install(served, readiness)
     return served

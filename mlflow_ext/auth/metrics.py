@@ -2,7 +2,8 @@
 
 MLflow serves ``/metrics`` (with ``MLFLOW_EXPOSE_PROMETHEUS``) through its Flask app, where the auth app
 lets only an admin read it. ``MetricsEndpoint`` answers it instead, with MLflow's own multiprocess metrics
-followed by every ``*.prom`` file in ``MLFLOW_EXT_METRICS_TEXTFILE_DIR`` (the backup and gc jobs' outcomes):
+then ``mlflow_server_ready{store=...}`` (1 or 0 per store ``/ready`` checks, so an alert needs no probe of its
+own), then every ``*.prom`` file in ``MLFLOW_EXT_METRICS_TEXTFILE_DIR`` (the backup and gc jobs' outcomes):
 
 - a caller on loopback that did not come through the proxy (no ``X-Forwarded-For``: nginx always sets
   it) is a local scraper and is served without credentials;
@@ -15,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,18 @@ def server_metrics(multiprocess_dir: str | None) -> bytes:
     return bytes(generate_latest(registry))
 
 
+def readiness_metrics(states: dict[str, str]) -> bytes:
+    lines = [
+        "# HELP mlflow_server_ready 1 when the store answered the server's readiness check, else 0.",
+        "# TYPE mlflow_server_ready gauge",
+        *(
+            f'mlflow_server_ready{{store="{name}"}} {int(state == "ok")}'
+            for name, state in sorted(states.items())
+        ),
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def is_local_scraper(scope: Scope) -> bool:
     """On loopback and not forwarded by the proxy."""
     if any(name == b"x-forwarded-for" for name, _ in scope.get("headers", [])):
@@ -79,16 +92,28 @@ def is_local_scraper(scope: Scope) -> bool:
 class MetricsEndpoint:
     """Pure-ASGI middleware serving ``GET /metrics`` to local scrapers and to whom MLflow serves it."""
 
-    def __init__(self, app: Any, multiprocess_dir: str | None, textfile_dir: str | None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        readiness: Callable[[], Awaitable[dict[str, str]]],
+        multiprocess_dir: str | None,
+        textfile_dir: str | None,
+    ) -> None:
         self.app = app
+        self.readiness = readiness
         self.multiprocess_dir = multiprocess_dir
         self.textfile_dir = textfile_dir
 
-    def render(self) -> bytes:
-        return server_metrics(self.multiprocess_dir) + textfile_metrics(self.textfile_dir)
+    async def render(self) -> bytes:
+        states = await self.readiness()
+        return (
+            server_metrics(self.multiprocess_dir)
+            + readiness_metrics(states)
+            + textfile_metrics(self.textfile_dir)
+        )
 
     async def _send_metrics(self, send: Any) -> None:
-        body = self.render()
+        body = await self.render()
         headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -115,11 +140,16 @@ class MetricsEndpoint:
             await self._send_metrics(send)
 
 
-def install(served: Any, environ: MutableMapping[str, str] | None = None) -> None:
+def install(
+    served: Any,
+    readiness: Callable[[], Awaitable[dict[str, str]]],
+    environ: MutableMapping[str, str] | None = None,
+) -> None:
     """Put ``MetricsEndpoint`` on the served app, outside authentication (after the other middleware)."""
     env = os.environ if environ is None else environ
     served.add_middleware(
         MetricsEndpoint,
+        readiness=readiness,
         multiprocess_dir=env.get("MLFLOW_EXPOSE_PROMETHEUS") or None,
         textfile_dir=env.get("MLFLOW_EXT_METRICS_TEXTFILE_DIR") or None,
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +154,6 @@ class ReadyEndpoint:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
-def install(served: Any, environ: MutableMapping[str, str] | None = None) -> None:
+def install(served: Any, readiness: Readiness) -> None:
     """Put ``ReadyEndpoint`` outermost on the served app (call after every other middleware is added)."""
-    readiness = Readiness(checks_from(os.environ if environ is None else environ))
     served.add_middleware(ReadyEndpoint, readiness=readiness)

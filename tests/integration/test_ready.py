@@ -125,6 +125,8 @@ def test_metrics_served_to_local_scrapers_and_admins_only(own_platform):
     assert TEXTFILE in local.text
     assert "half_written_metric" not in local.text
     assert "mlflow_http_request_total" in local.text
+    assert 'mlflow_server_ready{store="tracking_database"} 1' in local.text
+    assert 'mlflow_server_ready{store="artifact_store"} 1' in local.text
 
     forwarded = {"X-Forwarded-For": "203.0.113.7"}
     anonymous = requests.get(url, headers=forwarded, timeout=10)
