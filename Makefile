@@ -38,8 +38,13 @@ restore: $(TOOLS_VENV)/.installed  ## rebuild the platform from its backups (ANS
 upgrade: $(TOOLS_VENV)/.installed  ## back up, migrate once, restart the servers one at a time (docs/operations.md)
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/upgrade.yml $(ANSIBLE_ARGS)
 
-test: $(DEV_VENV)/.installed  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
+test: $(DEV_VENV)/.installed /usr/bin/promtool  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
 	$(DEV_VENV)/bin/pytest -q
+
+# Debian's promtool (package prometheus), for the alert rules' check and unit tests in tests/contract.
+/usr/bin/promtool:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
 
 # Debian's chromium, for the UI-under-CSP test of tests/infra (installed once; CI starts from a clean machine).
 /usr/bin/chromium:
