@@ -236,6 +236,10 @@ def prepare(environ: Mapping[str, str], bootstrap: bool = False) -> tuple[list[s
         env.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")
     if values["MLFLOW_EXPOSE_PROMETHEUS"]:
         os.makedirs(values["MLFLOW_EXPOSE_PROMETHEUS"], mode=0o700, exist_ok=True)
+        # The last run's workers' multiprocess files: prometheus_client would sum them with the new ones.
+        for name in os.listdir(values["MLFLOW_EXPOSE_PROMETHEUS"]):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(values["MLFLOW_EXPOSE_PROMETHEUS"], name))
     return server_argv(values), env
 
 
