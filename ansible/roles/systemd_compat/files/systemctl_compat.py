@@ -8,7 +8,9 @@ Standard library only. Three pieces:
   (setsid), so the session stands in for systemd's control group: a stop or kill also ends what is left of
   the main process's session, and a start first clears the session of a main process that died
   (KillMode=control-group: SIGTERM, SIGKILL after TimeoutStopSec; mixed: SIGKILL; process, none: left alone).
-  Units also get a clean environment, as under systemd, instead of their caller's, and their logs
+  A oneshot service without RemainAfterExit=yes is inactive once its run ended, as under systemd (the
+  replacement kept it active and never ran it again). Units also get a clean environment, as under
+  systemd, instead of their caller's, and their logs
   (/var/log/journal/<unit>.log, which carry the services' stderr and so the auth audit log) are created
   0640, group adm, as Debian's own logs, instead of world-readable.
 - ``Supervisor``: the replacement enforces Restart= only when it runs as PID 1. The supervisor polls the
@@ -149,7 +151,17 @@ def patch(systemctl3: ModuleType) -> None:
             mainpid = self.read_mainpid_from(conf)
             if mainpid and not self.is_active_pid(mainpid):
                 _clear_leftovers(self, conf, mainpid, logg)
-        return do_start_unit_from(self, conf)
+        # The replacement leaves a oneshot that succeeded "active" and skips its next start ("already up
+        # once"), so a timer's job would run once only. systemd makes it inactive unless RemainAfterExit=yes.
+        ends = conf.get("Service", "Type", "simple").lower() == "oneshot" and not conf.getbool(
+            "Service", "RemainAfterExit", "no"
+        )
+        if ends and self.get_status_from(conf, "ActiveState", "") == "active":
+            self.write_status_from(conf, AS="inactive")
+        done = do_start_unit_from(self, conf)
+        if ends and self.get_status_from(conf, "ActiveState", "") == "active":
+            self.write_status_from(conf, AS="inactive")
+        return done
 
     units = systemctl3.SystemctlUnitFiles
     get_env: Callable[..., dict[str, str]] = units.get_env
