@@ -43,3 +43,39 @@ def test_an_outbox_that_does_not_answer_is_reported_down_and_the_process_metrics
     assert 'mlflow_bridge_gocd_errors_total{kind="unavailable"}' in text
     up = bridge_metrics.render(lambda: {"pending": 3, "parked": 1}).decode()
     assert 'mlflow_bridge_outbox_rows{status="parked"} 1.0' in up
+
+
+def test_readiness_bounds_a_hanging_check_and_names_what_failed():
+    import asyncio
+    import json
+    import threading
+    import time
+
+    from mlflow_ext.auth.ready import Readiness, answer
+
+    release = threading.Event()
+
+    def hangs() -> None:
+        release.wait(5)
+
+    def fails() -> None:
+        raise OSError("connection refused to postgresql://secret@db:5432/mlflow")
+
+    readiness = Readiness(
+        {"tracking_database": lambda: None, "auth_database": fails, "artifact_store": hangs}, 0.3
+    )
+    started = time.monotonic()
+    states = asyncio.run(readiness.states())
+    took = time.monotonic() - started
+    release.set()
+    assert took < 1.0
+    assert states == {
+        "tracking_database": "ok",
+        "auth_database": "unavailable",
+        "artifact_store": "timed out",
+    }
+    status, body = answer(states)
+    assert status == 503
+    assert json.loads(body)["message"] == "Not ready: artifact_store timed out, auth_database unavailable."
+    assert b"secret" not in body and b"5432" not in body
+    assert answer({"tracking_database": "ok"})[0] == 200
