@@ -88,6 +88,7 @@ def test_an_enabled_timer_starts_its_service_when_it_elapses(host, tmp_path: Pat
             host.run(f"rm -f {marker}")
     finally:
         host.run(f"systemctl disable {name}.timer")
+        time.sleep(2)  # a start the supervisor began before the disable ends first
         for path in units:
             Path(path).unlink(missing_ok=True)
         host.run(f"rm -f {marker} /var/lib/systemd/timers/stamp-{name}.timer")

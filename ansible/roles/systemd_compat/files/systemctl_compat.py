@@ -262,7 +262,10 @@ class Supervisor:
         now = time.monotonic()
         if now - self.timers_checked >= 1.0:  # timers have a resolution of seconds; a check scans unit files
             self.timers_checked = now
-            self.timers.step(datetime.datetime.now())
+            try:
+                self.timers.step(datetime.datetime.now())
+            except Exception:  # a broken timer must not stop the restarts below
+                log.exception("timers step failed")
         self._reap()
         units = self._units()
         for unit in list(self.pending):
