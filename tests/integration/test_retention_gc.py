@@ -56,7 +56,7 @@ def logged_run(client, experiment_id: str, tmp: Path):
     return client.get_run(run.info.run_id)
 
 
-def test_gc_removes_what_was_deleted_long_ago_with_its_artifacts_and_keeps_the_rest(platform, client, tmp_path):
+def test_gc_removes_what_was_deleted_long_ago_with_its_artifacts_keeps_the_rest(platform, client, tmp_path):
     from mlflow.exceptions import MlflowException
 
     experiment = client.create_experiment("retention-gc")
@@ -64,8 +64,8 @@ def test_gc_removes_what_was_deleted_long_ago_with_its_artifacts_and_keeps_the_r
     client.delete_run(old.info.run_id)
     client.delete_run(recent.info.run_id)
     # Deleted "long ago": 40 days before the job's 30-day limit, straight in the tracking database.
-    platform.postgres.psql(
-        f"UPDATE runs SET deleted_time = deleted_time - {40 * DAY_MS} WHERE run_uuid = '{old.info.run_id}'",
+    platform.postgres.psql(  # the ids are MLflow's own: hex and digits
+        f"UPDATE runs SET deleted_time = deleted_time - {40 * DAY_MS} WHERE run_uuid = '{old.info.run_id}'",  # noqa: S608
         database="mlflow",
     )
     gone_experiment = client.create_experiment("retention-gc-deleted")
@@ -73,9 +73,10 @@ def test_gc_removes_what_was_deleted_long_ago_with_its_artifacts_and_keeps_the_r
     client.delete_experiment(gone_experiment)
     # Deleting the experiment deleted its runs at the same moment: both happened long ago.
     platform.postgres.psql(
-        f"UPDATE experiments SET last_update_time = last_update_time - {40 * DAY_MS} "
-        f"WHERE experiment_id = {gone_experiment}; "
-        f"UPDATE runs SET deleted_time = deleted_time - {40 * DAY_MS} WHERE experiment_id = {gone_experiment}",
+        f"UPDATE experiments SET last_update_time = last_update_time - {40 * DAY_MS} "  # noqa: S608
+        f"WHERE experiment_id = {int(gone_experiment)}; "
+        f"UPDATE runs SET deleted_time = deleted_time - {40 * DAY_MS} "
+        f"WHERE experiment_id = {int(gone_experiment)}",
         database="mlflow",
     )
     for run in (old, recent, live, gone_run):
@@ -88,7 +89,7 @@ def test_gc_removes_what_was_deleted_long_ago_with_its_artifacts_and_keeps_the_r
     assert f"Run with ID {old.info.run_id} has been permanently deleted." in result.stdout
     assert f"Experiment with ID {gone_experiment} has been permanently deleted." in result.stdout
     for run in (old, gone_run):
-        with pytest.raises(MlflowException, match="not found|does not exist|RESOURCE_DOES_NOT_EXIST"):
+        with pytest.raises(MlflowException, match=r"not found|does not exist|RESOURCE_DOES_NOT_EXIST"):
             client.get_run(run.info.run_id)
         assert objects(platform, run_prefix(run)) == []
     for run in (recent, live):
