@@ -20,9 +20,12 @@ import json
 import os
 import secrets as random_secrets
 import shutil
+import ssl
 import string
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,3 +212,18 @@ def admin_env(secrets: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def s3_client(secrets: dict[str, str]):
     return make_s3_client(S3_ENDPOINT, secrets["object_store_access_key"], secrets["object_store_secret_key"])
+
+
+def platform_call(method: str, path: str, authorization: str, body: dict | None = None) -> tuple[int, dict]:
+    """One call of the platform's API through https://localhost: (status, JSON answer, {} on an error)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(TRACKING_URI + path, data=data, method=method)
+    request.add_header("Authorization", authorization)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    context = ssl.create_default_context(cafile=TLS_CERT)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, {}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.conftest import BUCKET, TLS_CERT, TRACKING_URI, _vars_file
+from tests.infra.conftest import BUCKET, TLS_CERT, TRACKING_URI, _vars_file, platform_call
 from tests.support.ansible import run_playbook
 from tests.support.environ import patched_environ
 
@@ -78,19 +78,6 @@ def artifact_checksums(s3_client) -> dict[str, str]:
     return sums
 
 
-def api(path: str, authorization: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(TRACKING_URI + path, data=data, method="POST" if data else "GET")
-    request.add_header("Authorization", authorization)
-    request.add_header("Content-Type", "application/json")
-    context = ssl.create_default_context(cafile=TLS_CERT)
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, {}
-
-
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -127,8 +114,8 @@ def populate(admin_env: dict[str, str], tag: str) -> dict[str, str]:
         client.set_registered_model_alias(name, "champion", version.version)
         client.create_webhook(f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"])
         get_app_client("basic-auth", tracking_uri=TRACKING_URI).create_user(f"drill-{tag}", password)
-    status, token = api(
-        "/api/2.0/mlflow-ext/tokens/create", basic(f"drill-{tag}", password), {"name": f"drill-{tag}"}
+    status, token = platform_call(
+        "POST", "/api/2.0/mlflow-ext/tokens/create", basic(f"drill-{tag}", password), {"name": f"drill-{tag}"}
     )
     assert status == 200, f"creating the drill user's token: HTTP {status}"
     return {"user": f"drill-{tag}", "password": password, "token": token["token"]}
@@ -219,7 +206,10 @@ def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):
     assert bad.returncode != 0 and "does not decrypt" in bad.output, bad.output[-2000:]
     assert (
         healthy()
-        and api("/api/2.0/mlflow/experiments/search?max_results=1", f"Bearer {gocd_token}")[0] == 200
+        and platform_call("GET", "/api/2.0/mlflow/experiments/search?max_results=1", f"Bearer {gocd_token}")[
+            0
+        ]
+        == 200
     )
 
     # Two writes with a moment between them; the restore goes back to that moment.
@@ -273,15 +263,17 @@ def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):
         assert after_sums == before_sums
         assert Path(TLS_CERT).read_bytes() == cert, "the proxy's certificate was not restored"
         search = "/api/2.0/mlflow/experiments/search?max_results=1000"
-        status, found = api(search, basic("admin", secrets["mlflow_admin_password"]))
+        status, found = platform_call("GET", search, basic("admin", secrets["mlflow_admin_password"]))
         assert status == 200, "the old admin password no longer works"
         names = {e["name"] for e in found.get("experiments", [])}
         assert f"drill-{tag}-first" in names and f"drill-{tag}-second" not in names
-        assert api(search, f"Bearer {gocd_token}")[0] == 200, (
+        assert platform_call("GET", search, f"Bearer {gocd_token}")[0] == 200, (
             "the service account's old token no longer works"
         )
-        assert api(search, f"Bearer {account['token']}")[0] == 200, "the drill user's token no longer works"
-        assert api(search, basic(account["user"], account["password"]))[0] == 200
+        assert platform_call("GET", search, f"Bearer {account['token']}")[0] == 200, (
+            "the drill user's token no longer works"
+        )
+        assert platform_call("GET", search, basic(account["user"], account["password"]))[0] == 200
         print(f"restore drill: {time.monotonic() - started:.0f} s in all")
     finally:
         if wiped and not restored:

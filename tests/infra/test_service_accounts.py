@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import ssl
-import urllib.error
-import urllib.request
 
 import pytest
 
-from tests.infra.conftest import GOCD_TOKEN_FILE, MLFLOW_CLI, MLFLOW_ENV_FILE, TLS_CERT, TRACKING_URI
+from tests.infra.conftest import (
+    GOCD_TOKEN_FILE,
+    MLFLOW_CLI,
+    MLFLOW_ENV_FILE,
+    platform_call,
+)
 
 pytestmark = pytest.mark.usefixtures("converged")
 
@@ -23,20 +25,6 @@ def gocd_token(host) -> str:
     return host.file(GOCD_TOKEN_FILE).content_string.strip()
 
 
-def _status(method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(TRACKING_URI + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    context = ssl.create_default_context(cafile=TLS_CERT)
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, {}
-
-
 def test_token_file_is_root_only(host, gocd_token):
     f = host.file(GOCD_TOKEN_FILE)
     assert (f.mode, f.user, f.group) == (0o600, "root", "root")
@@ -44,7 +32,7 @@ def test_token_file_is_root_only(host, gocd_token):
 
 
 def test_token_authenticates_as_gocd(gocd_token):
-    status, answer = _status("GET", "/api/2.0/mlflow/users/current", gocd_token)
+    status, answer = platform_call("GET", "/api/2.0/mlflow/users/current", f"Bearer {gocd_token}")
     assert status == 200
     assert answer["user"]["username"] == "gocd"
     assert answer["user"]["is_admin"] is False
@@ -52,7 +40,9 @@ def test_token_authenticates_as_gocd(gocd_token):
 
 def test_token_may_search(gocd_token):
     """Searching is allowed; NO_PERMISSIONS filters the results to what the account was granted."""
-    status, answer = _status("GET", "/api/2.0/mlflow/experiments/search?max_results=1", gocd_token)
+    status, answer = platform_call(
+        "GET", "/api/2.0/mlflow/experiments/search?max_results=1", f"Bearer {gocd_token}"
+    )
     assert status == 200
     assert isinstance(answer.get("experiments", []), list)
 
@@ -60,13 +50,15 @@ def test_token_may_search(gocd_token):
 def test_token_may_not_create_without_the_right(gocd_token):
     """Creating experiments is a right nobody holds by default (docs/auth.md)."""
     name = f"infra-denied-{secrets.token_hex(4)}"
-    status, _ = _status("POST", "/api/2.0/mlflow/experiments/create", gocd_token, {"name": name})
+    status, _ = platform_call(
+        "POST", "/api/2.0/mlflow/experiments/create", f"Bearer {gocd_token}", {"name": name}
+    )
     assert status == 403
 
 
 def test_unknown_token_is_refused():
     unknown = "mlxt_" + secrets.token_urlsafe(32)
-    status, _ = _status("GET", "/api/2.0/mlflow/experiments/search?max_results=1", unknown)
+    status, _ = platform_call("GET", "/api/2.0/mlflow/experiments/search?max_results=1", f"Bearer {unknown}")
     assert status == 401
 
 
