@@ -234,31 +234,19 @@ class Backup:
             raise BackupError(
                 f"age identity file {identity} not found: the secrets archive cannot be decrypted"
             )
-        cat = subprocess.Popen(
-            ["rclone", "--config", self.c["rclone_config"], "cat", f"{self.c['secrets_target']}/{name}"],
-            stdout=subprocess.PIPE,
-            env=RCLONE_ENV,
-        )
-        age = subprocess.Popen(
-            ["age", "--decrypt", "--identity", identity], stdin=cat.stdout, stdout=subprocess.PIPE
-        )
-        if cat.stdout:
-            cat.stdout.close()
-        listed = subprocess.run(
-            ["tar", "--list", "--absolute-names"], stdin=age.stdout, capture_output=True, check=False
-        )
-        if age.stdout:
-            age.stdout.close()
-        if age.wait() != 0 or cat.wait() != 0 or listed.returncode != 0 or not listed.stdout.strip():
+        listed = self.untar_secrets(name, identity, ["--list"])
+        if listed.returncode != 0 or not listed.stdout.strip():
             raise BackupError(
                 f"secrets archive {name} in {self.c['secrets_location']} does not decrypt with {identity} "
                 "or is not a complete archive"
             )
         return {"postgres_set": chosen, "secrets_archive": name}
 
-    # --- restore steps (after verify) ---------------------------------------------------------------------
-    def restore_secrets(self, name: str, identity: str) -> str:
-        """Extract the archive over / (absolute paths, owners and modes kept); decrypted in a pipe only."""
+    def untar_secrets(
+        self, name: str, identity: str, tar_args: list[str]
+    ) -> subprocess.CompletedProcess[str]:
+        """tar with ``tar_args`` on the secrets archive ``name``, fetched and decrypted in a pipe (never on
+        disk in the clear); its return code is non-zero when any step of the pipe failed."""
         cat = subprocess.Popen(
             ["rclone", "--config", self.c["rclone_config"], "cat", f"{self.c['secrets_target']}/{name}"],
             stdout=subprocess.PIPE,
@@ -270,7 +258,7 @@ class Backup:
         if cat.stdout:
             cat.stdout.close()
         tar = subprocess.run(
-            ["tar", "--extract", "--absolute-names", "--same-owner", "--same-permissions"],
+            ["tar", *tar_args, "--absolute-names"],
             stdin=age.stdout,
             capture_output=True,
             text=True,
@@ -278,7 +266,15 @@ class Backup:
         )
         if age.stdout:
             age.stdout.close()
-        if age.wait() != 0 or cat.wait() != 0 or tar.returncode != 0:
+        if age.wait() != 0 or cat.wait() != 0:
+            tar.returncode = tar.returncode or 1
+        return tar
+
+    # --- restore steps (after verify) ---------------------------------------------------------------------
+    def restore_secrets(self, name: str, identity: str) -> str:
+        """Extract the archive over / (absolute paths, owners and modes kept); decrypted in a pipe only."""
+        tar = self.untar_secrets(name, identity, ["--extract", "--same-owner", "--same-permissions"])
+        if tar.returncode != 0:
             raise BackupError(
                 f"restoring secrets archive {name} from {self.c['secrets_location']} failed: {tar.stderr}"
             )
