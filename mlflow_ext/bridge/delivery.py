@@ -98,12 +98,15 @@ def surely_not_sent(exc: BaseException) -> bool:
 
 class _Watched:
     """GoCD, watched: the first answer after an outage brings every backing-off row forward at once,
-    instead of each waiting out its own backoff."""
+    instead of each waiting out its own backoff, and sets ``recovered`` (the reconcile loop's nudge)."""
 
-    def __init__(self, gocd: GoCD, outbox: Outbox, wake: threading.Event) -> None:
+    def __init__(
+        self, gocd: GoCD, outbox: Outbox, wake: threading.Event, recovered: threading.Event | None
+    ) -> None:
         self._gocd = gocd
         self._outbox = outbox
         self._wake = wake
+        self._recovered = recovered
         self._down = False
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -125,6 +128,8 @@ class _Watched:
             self._down = False
             log.info("GoCD answers again; %d waiting row(s) brought forward", self._outbox.expedite())
             self._wake.set()
+            if self._recovered is not None:
+                self._recovered.set()
 
     def schedule(self, pipeline: str, variables: Mapping[str, str], secure: Collection[str] = ()) -> str:
         return str(self._call("schedule", pipeline, variables, secure))
@@ -147,10 +152,11 @@ class DeliveryWorker:
         registry: Registry,
         config: DeliveryConfig,
         wake: threading.Event | None = None,
+        gocd_recovered: threading.Event | None = None,
     ) -> None:
         self.outbox = outbox
         self.wake = wake or threading.Event()
-        self.gocd: GoCD = _Watched(gocd, outbox, self.wake)
+        self.gocd: GoCD = _Watched(gocd, outbox, self.wake, gocd_recovered)
         self.registry = registry
         self.config = config
         self._in_flight: set[str] = set()

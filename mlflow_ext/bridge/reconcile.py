@@ -7,7 +7,9 @@ webhook had brought it (same transaction, same idempotency: a state already acce
 
 A difference is acted on only when the previous pass, at least ``SETTLE_SECONDS`` earlier, saw the same
 one: a webhook still on its way (MLflow retries for several seconds) then wins, and a pass never competes
-with it. On the very first pass (``MLFLOW_EXT_BRIDGE_ADOPT_EXISTING``), aliases that exist already are
+with it. A pass that saw a difference not yet settled is followed by another as soon as it can settle, not a
+whole interval later, and a nudge (GoCD answering again after an outage) starts a pass at once: how soon a
+missed promotion is scheduled does not depend on when, or whether, MLflow redelivers it. On the very first pass (``MLFLOW_EXT_BRIDGE_ADOPT_EXISTING``), aliases that exist already are
 recorded as delivered instead of triggering every pipeline at once.
 """
 
@@ -53,7 +55,7 @@ class Reconciler:
     def once(self) -> dict[str, int]:
         """One pass; returns counts of what it did."""
         routes = self.router.alias_routes()
-        report = {"models": 0, "enqueued": 0, "adopted": 0, "cleared": 0}
+        report = {"models": 0, "enqueued": 0, "adopted": 0, "cleared": 0, "unsettled": 0}
         if not routes:
             return report
         adopting = self.adopt_existing and self.outbox.baseline_at() is None
@@ -74,6 +76,7 @@ class Reconciler:
                     continue
                 differences.add((model, alias))
                 if not self._settled((model, alias), version, snapshot):
+                    report["unsettled"] += 1
                     continue
                 matching = [r for r in model_routes if r.matches(event)]
                 accepted = self.outbox.accept(event, matching, "reconcile", snapshot_at=snapshot)
@@ -91,6 +94,7 @@ class Reconciler:
                     continue
                 differences.add((model, alias))
                 if not self._settled((model, alias), None, snapshot):
+                    report["unsettled"] += 1
                     continue
                 event = Event(ALIAS_DELETED, model, alias=alias, sent_us=snapshot * 1000)
                 if self.outbox.accept(event, [], "reconcile", snapshot_at=snapshot).outcome == "new":
@@ -101,11 +105,25 @@ class Reconciler:
             self.outbox.set_baseline()
         return report
 
-    def run(self, interval_s: float, stop: threading.Event, on_enqueued: threading.Event) -> None:
+    def run(
+        self,
+        interval_s: float,
+        stop: threading.Event,
+        on_enqueued: threading.Event,
+        nudge: threading.Event | None = None,
+    ) -> None:
+        """Pass every ``interval_s``, sooner while a difference settles, and at once when ``nudge`` is set.
+        Setting ``stop`` ends the loop; set ``nudge`` too to end it without waiting out the interval."""
+        nudge = nudge or threading.Event()
         while not stop.is_set():
+            nudge.clear()
+            wait = interval_s
             try:
-                if self.once()["enqueued"]:
+                report = self.once()
+                if report["enqueued"]:
                     on_enqueued.set()
+                if report["unsettled"]:
+                    wait = min(interval_s, self.settle_s)
             except Exception as exc:
                 log.warning("reconcile pass failed: %s", exc)
-            stop.wait(interval_s)
+            nudge.wait(wait)

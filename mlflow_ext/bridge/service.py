@@ -95,6 +95,7 @@ def serve(values: Mapping[str, Any]) -> None:
     gocd = gocd_client(values)
     registry = MlflowRegistry(values["MLFLOW_TRACKING_URI"])
     stop, wake, feedback_wake = threading.Event(), threading.Event(), threading.Event()
+    reconcile_nudge = threading.Event()
     worker = DeliveryWorker(
         box,
         gocd,
@@ -108,6 +109,7 @@ def serve(values: Mapping[str, Any]) -> None:
             workers=int(values["MLFLOW_EXT_BRIDGE_DELIVERY_WORKERS"]),
         ),
         wake,
+        gocd_recovered=reconcile_nudge,
     )
     receiver = Receiver(
         (values["MLFLOW_EXT_BRIDGE_HOST"], int(values["MLFLOW_EXT_BRIDGE_PORT"])),
@@ -136,7 +138,10 @@ def serve(values: Mapping[str, Any]) -> None:
         )
         threads.append(
             threading.Thread(
-                target=reconciler.run, args=(interval, stop, wake), name="bridge-reconcile", daemon=True
+                target=reconciler.run,
+                args=(interval, stop, wake, reconcile_nudge),
+                name="bridge-reconcile",
+                daemon=True,
             )
         )
     skew_ms = int(float(values["MLFLOW_EXT_BRIDGE_MAX_SKEW_SECONDS"]) * 1000)
@@ -149,6 +154,7 @@ def serve(values: Mapping[str, Any]) -> None:
         stop.set()
         wake.set()
         feedback_wake.set()
+        reconcile_nudge.set()
         threading.Thread(target=receiver.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)

@@ -55,7 +55,13 @@ def _worker(box, gocd, **overrides) -> DeliveryWorker:
         poll_s=0.05,
     )
     client = GoCDClient(gocd.url, token=overrides.pop("token", TOKEN), timeout=overrides.pop("timeout", 5))
-    return DeliveryWorker(box, client, overrides.pop("registry", StubRegistry()), config)
+    return DeliveryWorker(
+        box,
+        client,
+        overrides.pop("registry", StubRegistry()),
+        config,
+        gocd_recovered=overrides.pop("gocd_recovered", None),
+    )
 
 
 ROUTE = Route(
@@ -143,6 +149,18 @@ def test_gocd_down_then_back_delivers_all_exactly_once_in_order(box, gocd):
     versions = [int(s.variables["MLFLOW_MODEL_VERSION"]) for s in gocd.schedules()]
     assert versions == list(range(1, 21))
     assert sorted(r.counter for r in box.rows(("delivered",), 100)) == list(range(1, 21))
+
+
+def test_gocd_answering_again_nudges_the_reconcile_loop(box, gocd):
+    recovered = threading.Event()
+    gocd.go_down()
+    _promote(box, "1")
+    worker = _worker(box, gocd, gocd_recovered=recovered)
+    worker.drain_all()
+    assert not recovered.is_set()  # down: nothing to reconcile against yet
+    gocd.come_back()
+    _settle(worker, _delivered(box, 1))
+    assert recovered.is_set()
 
 
 def test_5xx_is_retried(box, gocd):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -84,3 +85,42 @@ def test_a_deleted_alias_clears_the_state_so_setting_it_again_triggers(setup):
     assert _settled_pass(reconciler)[1]["cleared"] == 1
     registry.models = {"iris": {"champion": "1"}}
     assert _settled_pass(reconciler)[1]["enqueued"] == 1
+
+
+@pytest.fixture
+def running(setup):
+    """The loop with a whole minute between regular passes, stopped at the end."""
+    box, registry, reconciler = setup
+    box.set_baseline()
+    stop, enqueued, nudge = threading.Event(), threading.Event(), threading.Event()
+    thread = threading.Thread(target=reconciler.run, args=(60, stop, enqueued, nudge), daemon=True)
+    yield box, registry, nudge, thread
+    stop.set()
+    nudge.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def _until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_difference_is_looked_at_again_when_it_can_settle_not_an_interval_later(running):
+    box, registry, _, thread = running
+    registry.models = {"iris": {"champion": "5"}}  # a webhook that never comes
+    thread.start()
+    assert _until(lambda: box.counts()["pending"] == 1)
+
+
+def test_a_nudge_starts_a_pass_at_once(running):
+    box, registry, nudge, thread = running
+    thread.start()
+    time.sleep(0.3)  # the first pass saw nothing and waits out its minute
+    registry.models = {"iris": {"champion": "6"}}
+    nudge.set()
+    assert _until(lambda: box.counts()["pending"] == 1)
