@@ -9,8 +9,10 @@ A difference is acted on only when the previous pass, at least ``SETTLE_SECONDS`
 one: a webhook still on its way (MLflow retries for several seconds) then wins, and a pass never competes
 with it. A pass that saw a difference not yet settled is followed by another as soon as it can settle, not a
 whole interval later, and a nudge (GoCD answering again after an outage) starts a pass at once: how soon a
-missed promotion is scheduled does not depend on when, or whether, MLflow redelivers it. On the very first pass (``MLFLOW_EXT_BRIDGE_ADOPT_EXISTING``), aliases that exist already are
-recorded as delivered instead of triggering every pipeline at once.
+missed promotion is scheduled does not depend on when, or whether, MLflow redelivers it.
+
+On the very first pass (``MLFLOW_EXT_BRIDGE_ADOPT_EXISTING``), aliases that exist already are recorded as
+delivered instead of triggering every pipeline at once.
 """
 
 from __future__ import annotations
