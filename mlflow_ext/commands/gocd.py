@@ -100,6 +100,9 @@ def generate_command(
             "models": written.models,
             "pipelines": written.pipelines,
             "routes": written.routes,
+            "timers": written.timers,
+            "busiest_hour": written.busiest_hour,
+            "busiest_hour_starts": written.busiest_hour_starts,
         },
         output,
     )

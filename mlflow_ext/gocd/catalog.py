@@ -24,7 +24,13 @@ Format (documented with an example in gocd/README.md)::
         approval: {roles: [release-managers]}  # who may approve a production deploy (default: anyone)
         resources: [python]                    # GoCD agent resources for every job
         timeout: 60                            # minutes for every job (default: GoCD's server setting)
+        schedule: {window: "SUN 00:00-06:00"}  # retrain weekly: a timer on the build pipeline (see below)
         gocd_name: iris                        # optional: the GoCD name instead of the sanitised name
+
+``schedule`` is a Quartz spec as GoCD takes it (``"0 30 2 ? * SUN"``), or a mapping with ``spec`` or
+``window`` (``[DAYS] HH:MM-HH:MM``: one start per model in it, from a hash of the model name) and
+``only_on_changes`` (default false: retrain on new data even when the code did not change). In ``defaults``
+it gives every model a timer; ``schedule: null`` on an entry opts out.
 
 Registry tags (``--from-registry``): a registered model carrying ``gocd.team`` becomes an entry; the other
 fields come from ``gocd.<field>`` tags (``gocd.aliases`` a comma list, ``gocd.production_aliases`` the
@@ -42,7 +48,7 @@ from typing import Any, TypeGuard
 import yaml
 
 from mlflow_ext.errors import PipelineError
-from mlflow_ext.gocd import names, validate
+from mlflow_ext.gocd import names, schedule, validate
 from mlflow_ext.routing import BRIDGE_VARIABLES
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -67,12 +73,14 @@ MODEL_KEYS = {
     "approval",
     "resources",
     "timeout",
+    "schedule",
 }
 DEFAULTABLE_KEYS = MODEL_KEYS - {"name", "gocd_name"}
 REQUIRED_KEYS = ("team", "repository", "entry_point", "test_data", "target", "deploy", "aliases")
 ALIAS_KEYS = {"production", "deploy", "variables"}
 DEPLOY_KEYS = {"target", "port"}
 APPROVAL_KEYS = {"roles", "users"}
+SCHEDULE_KEYS = {"spec", "window", "only_on_changes"}
 
 # Registered-model tags read by --from-registry.
 TAG_PREFIX = "gocd."
@@ -97,6 +105,13 @@ REGISTRY_TAGS = {
 class Deploy:
     target: str
     port: int | None = None
+
+
+@dataclass(frozen=True)
+class Timer:
+    spec: str  # Quartz cron, as GoCD's timer takes it
+    only_on_changes: bool = False
+    window: str | None = None  # the window the spec was spread from, if any
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,7 @@ class Model:
     approval_users: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
     timeout: int | None = None
+    timer: Timer | None = None
 
     @property
     def build_pipeline(self) -> str:
@@ -233,6 +249,12 @@ def _parse_model(entry: Any, where: str, defaults: dict, problems: _Problems) ->
     merged = {**defaults, **entry}
     if isinstance(defaults.get("deploy"), dict) and isinstance(entry.get("deploy"), dict):
         merged["deploy"] = {**defaults["deploy"], **entry["deploy"]}
+    if isinstance(defaults.get("schedule"), dict) and isinstance(entry.get("schedule"), dict):
+        base = dict(defaults["schedule"])
+        if "spec" in entry["schedule"] or "window" in entry["schedule"]:
+            base.pop("spec", None)
+            base.pop("window", None)
+        merged["schedule"] = {**base, **entry["schedule"]}
     name = merged.get("name")
     if not _is_text(name):
         problems.add(where, "field 'name': missing (the registered model name)")
@@ -272,6 +294,7 @@ def _parse_model(entry: Any, where: str, defaults: dict, problems: _Problems) ->
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         problems.add(where, "field 'timeout': must be a whole number of minutes (0: never)")
         timeout = None
+    timer = _parse_schedule(merged.get("schedule"), name, where, problems)
     longest = max((names.release_pipeline(gocd_name, a.gocd_name) for a in aliases), key=len, default="")
     if len(longest) > names.MAX_LENGTH:
         problems.add(
@@ -299,6 +322,7 @@ def _parse_model(entry: Any, where: str, defaults: dict, problems: _Problems) ->
         approval_users=users,
         resources=tuple(sorted(set(resources))),
         timeout=timeout,
+        timer=timer,
     )
 
 
@@ -403,6 +427,39 @@ def _parse_aliases(
     for first, second, gocd_name in names.find_collisions((a.name, a.gocd_name) for a in aliases):
         problems.add(where, f"aliases {first!r} and {second!r} both become {gocd_name!r} in GoCD names")
     return tuple(sorted(aliases, key=lambda a: a.gocd_name))
+
+
+def _parse_schedule(value: Any, name: str, where: str, problems: _Problems) -> Timer | None:
+    """A timer from ``schedule``: a Quartz spec, or a mapping with ``spec`` or ``window``."""
+    if value is None:
+        return None
+    at = "field 'schedule'"
+    if isinstance(value, str):
+        value = {"spec": value}
+    if not isinstance(value, dict):
+        problems.add(where, f"{at}: must be a Quartz spec or a mapping with `spec` or `window`")
+        return None
+    for key in sorted(set(value) - SCHEDULE_KEYS, key=str):
+        problems.add(where, f"{at}: unknown key {key!r} (known: {', '.join(sorted(SCHEDULE_KEYS))})")
+    only = value.get("only_on_changes", False)
+    if not isinstance(only, bool):
+        problems.add(where, f"{at}: 'only_on_changes' must be true or false")
+    if ("spec" in value) == ("window" in value):
+        problems.add(where, f"{at}: give `spec` (a Quartz cron) or `window` (e.g. 'SUN 00:00-06:00'), one")
+        return None
+    if "window" in value:
+        try:
+            window = schedule.parse_window(value["window"])
+        except PipelineError as exc:
+            problems.add(where, f"{at}: {exc}")
+            return None
+        return Timer(spec=window.spec_for(name), only_on_changes=only is True, window=window.text)
+    spec = value["spec"]
+    problem = schedule.check(spec)
+    if problem is not None:
+        problems.add(where, f"{at}: {spec!r} is not a timer spec GoCD accepts: {problem}")
+        return None
+    return Timer(spec=" ".join(spec.split()), only_on_changes=only is True)
 
 
 def _parse_approval(value: Any, where: str, problems: _Problems) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -1,6 +1,6 @@
 """The two pipeline shapes, generated from the catalog, and the files and routing file holding them.
 
-build ``<model>-build`` (git material, runs on every commit):
+build ``<model>-build`` (git material, runs on every commit, and on its timer when the model has a schedule):
     train -> register -> evaluate
 release ``<model>-release-<alias>`` (same material, scheduled by the bridge when the alias moves):
     verify-data -> evaluate -> deploy -> smoke-test -> report
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_ext.errors import PipelineError
-from mlflow_ext.gocd import emit, names, validate
+from mlflow_ext.gocd import emit, names, schedule, validate
 from mlflow_ext.gocd.catalog import Alias, Catalog, Model
 
 FORMAT_VERSION = 10
@@ -74,8 +74,10 @@ def build_pipeline(model: Model, catalog: Catalog) -> dict[str, Any]:
         "group": model.group,
         "label_template": "${COUNT}",
         "lock_behavior": "none",
-        "materials": _materials(model),
     }
+    if model.timer is not None:
+        pipeline["timer"] = {"spec": model.timer.spec, "only_on_changes": model.timer.only_on_changes}
+    pipeline["materials"] = _materials(model)
     if variables:
         pipeline["environment_variables"] = dict(sorted(variables.items()))
     pipeline["stages"] = stages
@@ -260,6 +262,9 @@ class Written:
     pipelines: int
     models: int
     routes: str | None
+    timers: int = 0
+    busiest_hour: str | None = None  # the (day, hour) most timers start in, e.g. "SUN 02:00"
+    busiest_hour_starts: int = 0
 
 
 def _foreign_entries(out: Path) -> list[str]:
@@ -318,12 +323,17 @@ def write(
             shutil.rmtree(staging, ignore_errors=True)
         if route_tmp is not None:
             route_tmp.unlink(missing_ok=True)
+    specs = [m.timer.spec for m in catalog.models if m.timer is not None]
+    busiest = schedule.busiest_hour(specs)
     return Written(
         out=str(out),
         files=len(rendered),
         pipelines=sum(len(m.aliases) + 1 for m in catalog.models),
         models=len(catalog.models),
         routes=str(routes_file) if routes_file is not None else None,
+        timers=len(specs),
+        busiest_hour=busiest[0] if busiest else None,
+        busiest_hour_starts=busiest[1] if busiest else 0,
     )
 
 

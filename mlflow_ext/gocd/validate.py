@@ -14,6 +14,8 @@ run time. Semantic rules the schema cannot say:
   POSIX variables excepted); ``${VAR}`` in a non-shell exec is an error (GoCD passes it literally);
 - every ``#{param}`` is a declared parameter; ``label_template`` names only ``COUNT``, materials and
   ``env:`` variables the pipeline declares;
+- a ``timer.spec`` is a Quartz cron expression GoCD accepts (``schedule.check``: 6 or 7 fields, seconds
+  first, one of day-of-month and day-of-week ``?``);
 - secure variables hold encrypted values (``AES:...``) or secret references (``{{SECRET:[..][..]}}``);
 - pipeline names are unique across all files checked together; with a routing file, every route's
   pipeline exists and declares every variable the bridge passes, at pipeline level (else GoCD answers 422).
@@ -38,7 +40,7 @@ from typing import Any, ClassVar
 import yaml
 
 from mlflow_ext.errors import FastYamlUnsupported, PipelineError
-from mlflow_ext.gocd import fastyaml, names
+from mlflow_ext.gocd import fastyaml, names, schedule
 from mlflow_ext.routing import BRIDGE_VARIABLES
 
 SCHEMA_FILE = "gocd-config-v10.schema.json"
@@ -490,6 +492,11 @@ def _check_pipeline(
                 else "has neither `template` nor `stages`",
             )
         )
+    timer = pipeline.get("timer")
+    if isinstance(timer, dict) and isinstance(timer.get("spec"), str):
+        problem = schedule.check(timer["spec"])
+        if problem is not None:
+            add((("timer", "spec"), f"{timer['spec']!r} is not a timer spec GoCD accepts: {problem}"))
     params = set(pipeline.get("parameters") or ())
     for path, text in _strings(pipeline, ()) if may_have_params else ():
         for ref in _PARAM_REF.findall(text):

@@ -266,6 +266,7 @@ def test_cli_generate_and_validate(tmp_path):
                   "--output", "json")  # fmt: skip
     assert json.loads(result.output) == {
         "files": 1, "models": 1, "out": str(out), "pipelines": 3, "routes": str(routes),
+        "timers": 0, "busiest_hour": None, "busiest_hour_starts": 0,
     }  # fmt: skip
     result = _run("gocd", "validate", str(out), "--routes", str(routes), "--output", "json")
     assert json.loads(result.output) == {"files": 1, "issues": 0, "pipelines": 3, "problems": []}
