@@ -208,6 +208,81 @@ DOWNLOAD_FILE = Internal(
     overridden_by="mlflow_ext.artifacts:StreamingS3ArtifactRepository",
 )
 
+# --- the PostgreSQL tracking store (mlflow_ext.tracking_store) ---
+_VALIDATION = "mlflow.utils.validation"
+_TRACKING_STORE = "mlflow_ext.tracking_store"
+_SQL_STORE = "mlflow.store.tracking.sqlalchemy_store"
+_TRACKING_MODELS = "mlflow.store.tracking.dbmodels.models"
+# MLflow's own validators, so a bad value gets MLflow's exact error (code and message).
+VALIDATE_RUN_ID = Internal(_VALIDATION, "_validate_run_id", _TRACKING_STORE, params=("run_id",))
+VALIDATE_METRIC = Internal(
+    _VALIDATION, "_validate_metric", _TRACKING_STORE, params=("key", "value", "timestamp", "step", "path")
+)
+VALIDATE_PARAM = Internal(_VALIDATION, "_validate_param", _TRACKING_STORE, params=("key", "value", "path"))
+VALIDATE_TAG = Internal(_VALIDATION, "_validate_tag", _TRACKING_STORE, params=("key", "value", "path"))
+VALIDATE_BATCH_LOG_DATA = Internal(
+    _VALIDATION, "_validate_batch_log_data", _TRACKING_STORE, params=("metrics", "params", "tags")
+)
+VALIDATE_BATCH_LOG_LIMITS = Internal(
+    _VALIDATION, "_validate_batch_log_limits", _TRACKING_STORE, params=("metrics", "params", "tags")
+)
+VALIDATE_PARAM_KEYS_UNIQUE = Internal(
+    _VALIDATION, "_validate_param_keys_unique", _TRACKING_STORE, params=("params",)
+)
+# The hot paths the store replaces: their signatures must stay MLflow's.
+STORE_HOT_PATHS = tuple(
+    Internal(
+        _SQL_STORE,
+        f"SqlAlchemyStore.{name}",
+        _TRACKING_STORE,
+        params=params,
+        overridden_by="mlflow_ext.tracking_store:PostgresTrackingStore",
+    )
+    for name, params in (
+        ("log_batch", ("self", "run_id", "metrics", "params", "tags")),
+        ("log_metric", ("self", "run_id", "metric")),
+        ("log_param", ("self", "run_id", "param")),
+        ("set_tag", ("self", "run_id", "tag")),
+    )
+)
+# The tables and columns the fast path writes in plain SQL.
+TRACKING_TABLES = tuple(
+    Internal(_TRACKING_MODELS, f"{model}.__tablename__", _TRACKING_STORE, kind=str, value=table)
+    for model, table in (
+        ("SqlRun", "runs"),
+        ("SqlMetric", "metrics"),
+        ("SqlLatestMetric", "latest_metrics"),
+        ("SqlParam", "params"),
+        ("SqlTag", "tags"),
+    )
+)
+TRACKING_COLUMNS = tuple(
+    Internal(_TRACKING_MODELS, f"{model}.{column}.key", _TRACKING_STORE, kind=str, value=column)
+    for model, columns in (
+        ("SqlRun", ("run_uuid", "lifecycle_stage")),
+        ("SqlMetric", ("key", "value", "timestamp", "step", "is_nan", "run_uuid")),
+        ("SqlLatestMetric", ("key", "value", "timestamp", "step", "is_nan", "run_uuid")),
+        ("SqlParam", ("key", "value", "run_uuid")),
+        ("SqlTag", ("key", "value", "run_uuid")),
+    )
+    for column in columns
+)
+# Where MLflow's server keeps its default artifact root and read replica for the stores it builds.
+SERVER_ARTIFACT_ROOT_ENV_VAR = Internal(
+    "mlflow.tracking._tracking_service.utils",
+    "_SERVER_ARTIFACT_ROOT_ENV_VAR",
+    _TRACKING_STORE,
+    kind=str,
+    value="_MLFLOW_SERVER_ARTIFACT_ROOT",
+)
+READ_REPLICA_ENV_VAR = Internal(
+    "mlflow.server.constants",
+    "READ_REPLICA_BACKEND_STORE_URI_ENV_VAR",
+    _TRACKING_STORE,
+    kind=str,
+    value="_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE",
+)
+
 INTERNALS: tuple[Internal, ...] = (
     LATEST_SCHEMA_REVISION,
     IS_EMPTY_DATABASE,
@@ -245,6 +320,18 @@ INTERNALS: tuple[Internal, ...] = (
     STREAM_UPLOAD,
     ASYNC_STREAM_UPLOAD,
     DOWNLOAD_FILE,
+    VALIDATE_RUN_ID,
+    VALIDATE_METRIC,
+    VALIDATE_PARAM,
+    VALIDATE_TAG,
+    VALIDATE_BATCH_LOG_DATA,
+    VALIDATE_BATCH_LOG_LIMITS,
+    VALIDATE_PARAM_KEYS_UNIQUE,
+    *STORE_HOT_PATHS,
+    *TRACKING_TABLES,
+    *TRACKING_COLUMNS,
+    SERVER_ARTIFACT_ROOT_ENV_VAR,
+    READ_REPLICA_ENV_VAR,
 )
 
 
@@ -506,3 +593,48 @@ def s3_client(repo: Any) -> Any:
 def s3_bucket_owner_params(repo: Any) -> dict[str, str]:
     """The ``ExpectedBucketOwner`` argument an ``S3ArtifactRepository`` adds to its S3 calls (or none)."""
     return dict(_member(S3_BUCKET_OWNER_PARAMS, repo))
+
+
+# --- the PostgreSQL tracking store ---
+
+
+def validate_run_id(run_id: str) -> None:
+    """MLflow's check of a run id (INVALID_PARAMETER_VALUE with MLflow's message)."""
+    _call(VALIDATE_RUN_ID, run_id)
+
+
+def validate_metric(key: str, value: Any, timestamp: Any, step: Any, path: str = "") -> None:
+    """MLflow's check of one metric."""
+    _call(VALIDATE_METRIC, key, value, timestamp, step, path)
+
+
+def validate_param(key: str, value: Any, path: str = "") -> Any:
+    """MLflow's check of one param; returns the Param as MLflow stores it (a long value truncated when
+    MLflow is told to truncate)."""
+    return _call(VALIDATE_PARAM, key, value, path)
+
+
+def validate_tag(key: str, value: Any, path: str = "") -> Any:
+    """MLflow's check of one run tag; returns the RunTag as MLflow stores it."""
+    return _call(VALIDATE_TAG, key, value, path)
+
+
+def validate_batch(
+    metrics: list[Any], params: list[Any], tags: list[Any]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """MLflow's checks of a log_batch request, in MLflow's order: every entity, the limits, unique param
+    keys. Returns the metrics, params and tags as MLflow stores them."""
+    metrics, params, tags = _call(VALIDATE_BATCH_LOG_DATA, metrics, params, tags)
+    _call(VALIDATE_BATCH_LOG_LIMITS, metrics, params, tags)
+    _call(VALIDATE_PARAM_KEYS_UNIQUE, params)
+    return metrics, params, tags
+
+
+def server_artifact_root_env_var() -> str:
+    """The variable in which ``mlflow server`` hands its default artifact root to the stores it builds."""
+    return str(resolve(SERVER_ARTIFACT_ROOT_ENV_VAR))
+
+
+def read_replica_env_var() -> str:
+    """The variable in which ``mlflow server`` hands the read replica's URI to the stores it builds."""
+    return str(resolve(READ_REPLICA_ENV_VAR))

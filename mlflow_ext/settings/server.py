@@ -121,6 +121,14 @@ SETTINGS: tuple[Setting, ...] = (
         default="/var/lib/mlflow-platform/metrics",
     ),
     Setting(
+        "MLFLOW_EXT_FAST_TRACKING_STORE",
+        "PostgreSQL tracking store that writes log_batch, log_metric, log_param and set_tag in one or two "
+        "round trips (same rows and errors as MLflow's store); false: MLflow's SqlAlchemyStore.",
+        "true",
+        parse=boolean,
+        default="true",
+    ),
+    Setting(
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
         "Database connections kept per pool (each worker has pools for tracking, registry and auth).",
         "5",

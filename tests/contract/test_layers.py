@@ -19,7 +19,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mlflow_ext"
 # Bottom to top. A module imports from its own layer's shared pieces or below; features never import
 # each other; only the entry points sit above the features.
 FOUNDATION = ("errors", "settings", "pglock", "migrations", "mlflow_internals")
-SHARED = ("lineage", "data", "run_context", "artifacts", "policy", "events", "routing", "clients")
+SHARED = (
+    "lineage",
+    "data",
+    "run_context",
+    "artifacts",
+    "policy",
+    "events",
+    "routing",
+    "clients",
+    "tracking_store",
+)
 FEATURES = ("auth", "promotion", "bridge", "gocd", "stages")
 ENTRY_POINTS = ("cli", "commands", "server")
 LAYERS = {

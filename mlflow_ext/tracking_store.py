@@ -1,0 +1,315 @@
+"""A PostgreSQL tracking store whose write hot paths take one or two round trips.
+
+How the server gets it: MLflow picks a tracking store by the scheme of the backend store URI, in a
+``TrackingStoreRegistry`` (``mlflow/tracking/_tracking_service/registry.py``; the server's own registry is
+``TrackingStoreRegistryWrapper`` in ``mlflow/server/handlers.py``). Both register MLflow's builders first
+(every engine of ``DATABASE_ENGINES``, ``postgresql`` among them), then the ``mlflow.tracking_store`` entry
+points, which therefore replace a built-in scheme. The scheme of ``postgresql+psycopg2://...`` is
+``postgresql`` (``get_uri_scheme`` drops the driver). So ``pyproject.toml`` registers ``build`` below as the
+``postgresql`` entry point: the server (any worker, any host, compose or Ansible) and ``mlflow gc`` get this
+store with no change to the command line. ``build`` reads ``MLFLOW_EXT_FAST_TRACKING_STORE`` (on by
+default) each time MLflow builds a store: off, or with MLflow's workspaces on (its workspace-aware store
+filters every query, which the plain SQL here does not), it builds MLflow's own store exactly as MLflow's
+server does.
+
+What changes: ``log_batch``, ``log_metric``, ``log_param`` and ``set_tag``, for the case that succeeds.
+MLflow's store does each in several statements through the ORM (read the run, read ``latest_metrics`` with
+a lock, insert, update, commit). Here:
+
+- ``log_metric``, ``log_param``, ``set_tag``: one statement, one round trip in autocommit. A common table
+  expression reads the run and writes only when it exists and is active; its answer says which happened.
+- ``log_batch``: one query reads the run and the batch's existing params, then one multi-statement string
+  (one implicit transaction, so all or nothing) inserts the metrics (``ON CONFLICT DO NOTHING``: MLflow keeps
+  one row per identical metric), upserts ``latest_metrics`` set-based (the batch's newest per key, by step,
+  then timestamp, then value, the first of equals winning, replacing the stored row only when strictly
+  newer, as MLflow compares), inserts the new params and upserts the tags (the last value of a key wins).
+
+What stays MLflow's: everything else, and every failure. Values are checked by MLflow's own validators
+(``mlflow_internals``), before any database work and in MLflow's order, so a bad value gets MLflow's error
+code and message and writes nothing. When the database says the call cannot succeed (no such run, a deleted
+run, a param logged before with another value), the call is handed to MLflow's own method, which raises
+MLflow's exact error. The rare shapes are handed over whole: metrics for a logged model (``model_id``), the
+``mlflow.runName`` tag (it also renames the run).
+
+``tests/integration/test_tracking_store_differential.py`` runs random sequences of calls against MLflow's
+store and this one, on two databases, and compares every answer, every error and the final tables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+from mlflow_ext import mlflow_internals, settings
+
+RUN_NAME_TAG = "mlflow.runName"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME
+ACTIVE = "active"  # mlflow.entities.LifecycleStage.ACTIVE
+DEADLOCK_RETRIES = 3
+
+# Plain SQL on MLflow's tables; mlflow_internals.TRACKING_TABLES and TRACKING_COLUMNS hold MLflow's models to
+# these names (tests/contract/test_mlflow_internals.py).
+
+# Written when newer by (step, timestamp, value), as MLflow's _update_latest_metrics_if_necessary compares.
+_LATEST_UPSERT = (
+    "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES {rows} "
+    "ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value, timestamp = EXCLUDED.timestamp, "
+    "step = EXCLUDED.step, is_nan = EXCLUDED.is_nan "
+    "WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value) "
+    "> (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+)
+_METRICS_INSERT = (
+    "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES {rows} ON CONFLICT DO NOTHING"
+)
+_PARAMS_INSERT = "INSERT INTO params (run_uuid, key, value) VALUES {rows} ON CONFLICT DO NOTHING"
+_TAGS_UPSERT = (
+    "INSERT INTO tags (run_uuid, key, value) VALUES {rows} "
+    "ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value"
+)
+
+# One round trip each: the run's state, and the write done only for an active run.
+_LOG_METRIC = """
+WITH run AS (SELECT lifecycle_stage FROM runs WHERE run_uuid = %(run)s),
+new AS (
+  SELECT %(run)s AS run_uuid, %(key)s AS key, %(value)s::double precision AS value,
+         %(timestamp)s::bigint AS timestamp, %(step)s::bigint AS step, %(is_nan)s AS is_nan
+  FROM run WHERE lifecycle_stage = 'active'
+),
+metric AS (
+  INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) SELECT * FROM new
+  ON CONFLICT DO NOTHING
+),
+latest AS (
+  INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) SELECT * FROM new
+  ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value, timestamp = EXCLUDED.timestamp,
+    step = EXCLUDED.step, is_nan = EXCLUDED.is_nan
+  WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value)
+      > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)
+)
+SELECT lifecycle_stage FROM run
+"""
+_LOG_PARAM = """
+WITH run AS (SELECT lifecycle_stage FROM runs WHERE run_uuid = %(run)s),
+inserted AS (
+  INSERT INTO params (run_uuid, key, value)
+  SELECT %(run)s, %(key)s, %(value)s FROM run WHERE lifecycle_stage = 'active'
+  ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT lifecycle_stage, EXISTS (SELECT 1 FROM inserted),
+       (SELECT value FROM params WHERE run_uuid = %(run)s AND key = %(key)s)
+FROM run
+"""
+_SET_TAG = """
+WITH run AS (SELECT lifecycle_stage FROM runs WHERE run_uuid = %(run)s),
+tag AS (
+  INSERT INTO tags (run_uuid, key, value)
+  SELECT %(run)s, %(key)s, %(value)s FROM run WHERE lifecycle_stage = 'active'
+  ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value
+)
+SELECT lifecycle_stage FROM run
+"""
+_BATCH_STATE = """
+SELECT r.lifecycle_stage, p.key, p.value
+FROM runs r LEFT JOIN params p ON p.run_uuid = r.run_uuid AND p.key = ANY(%(keys)s)
+WHERE r.run_uuid = %(run)s
+"""
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether MLflow's server builds this store for PostgreSQL (``MLFLOW_EXT_FAST_TRACKING_STORE``)."""
+    return bool(settings.get("MLFLOW_EXT_FAST_TRACKING_STORE", environ))
+
+
+def build(store_uri: str, artifact_uri: str | None = None) -> Any:
+    """The ``mlflow.tracking_store`` builder for ``postgresql``: this store, or MLflow's when turned off."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+
+    if artifact_uri is None:
+        artifact_uri = os.environ.get(
+            mlflow_internals.server_artifact_root_env_var(), DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        )
+    read_db_uri = os.environ.get(mlflow_internals.read_replica_env_var())
+    if MLFLOW_ENABLE_WORKSPACES.get():
+        from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+        return WorkspaceAwareSqlAlchemyStore(store_uri, artifact_uri, read_db_uri=read_db_uri)
+    store_cls = PostgresTrackingStore if enabled() else SqlAlchemyStore
+    return store_cls(store_uri, artifact_uri, read_db_uri=read_db_uri)
+
+
+def _sanitized(value: float) -> tuple[bool, float]:
+    """(is_nan, stored value), as ``SqlAlchemyStore.sanitize_metric_value``: NaN as 0, infinities as the
+    largest finite doubles."""
+    if math.isnan(value):
+        return True, 0.0
+    if math.isinf(value):
+        return False, 1.7976931348623157e308 if value > 0 else -1.7976931348623157e308
+    return False, value
+
+
+class _Refused(Exception):
+    """The database says the fast path cannot succeed: MLflow's own method gives the error."""
+
+
+class PostgresTrackingStore(SqlAlchemyStore):
+    """MLflow's ``SqlAlchemyStore`` with its write hot paths in plain SQL (see the module docstring)."""
+
+    # --- the hot paths ---
+
+    def log_metric(self, run_id, metric):
+        if metric.model_id is not None:
+            return super().log_metric(run_id, metric)
+        mlflow_internals.validate_metric(metric.key, metric.value, metric.timestamp, metric.step, path="")
+        is_nan, value = _sanitized(metric.value)
+        args = {
+            "run": run_id,
+            "key": metric.key,
+            "value": value,
+            "timestamp": metric.timestamp,
+            "step": metric.step,
+            "is_nan": is_nan,
+        }
+        (row,) = self._one_statement(_LOG_METRIC, args) or [None]
+        if row is None or row[0] != ACTIVE:
+            return super().log_metric(run_id, metric)
+        return None
+
+    def log_param(self, run_id, param):
+        checked = mlflow_internals.validate_param(param.key, param.value)
+        args = {"run": run_id, "key": checked.key, "value": checked.value}
+        (row,) = self._one_statement(_LOG_PARAM, args) or [None]
+        if row is None or row[0] != ACTIVE:
+            return super().log_param(run_id, param)
+        _stage, inserted, existing = row
+        if not inserted and existing != checked.value:
+            # Logged before with another value (or by a transaction this snapshot did not see).
+            return super().log_param(run_id, param)
+        return None
+
+    def set_tag(self, run_id, tag):
+        checked = mlflow_internals.validate_tag(tag.key, tag.value)
+        if checked.key == RUN_NAME_TAG:
+            return super().set_tag(run_id, tag)
+        (row,) = self._one_statement(
+            _SET_TAG, {"run": run_id, "key": checked.key, "value": checked.value}
+        ) or [None]
+        if row is None or row[0] != ACTIVE:
+            return super().set_tag(run_id, tag)
+        return None
+
+    def log_batch(self, run_id, metrics, params, tags):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+        mlflow_internals.validate_run_id(run_id)
+        metrics, params, tags = mlflow_internals.validate_batch(metrics, params, tags)
+        if any(m.model_id is not None for m in metrics) or any(t.key == RUN_NAME_TAG for t in tags):
+            return super().log_batch(run_id, metrics, params, tags)
+        try:
+            self._log_batch(run_id, metrics, params, tags)
+        except _Refused:
+            return super().log_batch(run_id, metrics, params, tags)
+        except MlflowException:
+            raise
+        except Exception as exc:
+            raise MlflowException(exc, INTERNAL_ERROR) from exc
+        return None
+
+    # --- the work ---
+
+    def _log_batch(
+        self, run_id: str, metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
+    ) -> None:
+        param_keys = [p.key for p in params]
+        rows = self._one_statement(_BATCH_STATE, {"run": run_id, "keys": param_keys})
+        if not rows or rows[0][0] != ACTIVE:
+            raise _Refused
+        existing = {key: value for _stage, key, value in rows if key is not None}
+        if any(existing[p.key] != p.value for p in params if p.key in existing):
+            raise _Refused
+        new_params: list[tuple[Any, ...]] = [
+            (run_id, p.key, p.value) for p in params if p.key not in existing
+        ]
+
+        metric_rows: list[tuple[Any, ...]] = []
+        newest: dict[str, tuple[Any, ...]] = {}
+        for m in metrics:
+            is_nan, value = _sanitized(m.value)
+            row = (run_id, m.key, value, m.timestamp, m.step, is_nan)
+            metric_rows.append(row)
+            held = newest.get(m.key)
+            if held is None or (m.step, m.timestamp, value) > (held[4], held[3], held[2]):
+                newest[m.key] = row
+        tag_values = {t.key: t.value for t in tags}  # the last value of a key wins, as in MLflow
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (_PARAMS_INSERT, new_params),
+            (_METRICS_INSERT, metric_rows),
+            # Keys in one order in every transaction, so concurrent batches lock rows alike.
+            (_LATEST_UPSERT, [newest[key] for key in sorted(newest)]),
+            (_TAGS_UPSERT, [(run_id, key, tag_values[key]) for key in sorted(tag_values)]),
+        ]
+        self._execute_script(statements)
+
+    def _connection(self) -> Any:
+        return self.engine.raw_connection()
+
+    def _retrying(self, work: Any) -> Any:
+        import psycopg2.errors
+
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                return work()
+            except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure):
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+        return None
+
+    def _one_statement(self, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit (one round trip) and return its rows."""
+
+        def work() -> list[tuple[Any, ...]]:
+            pooled = self._connection()
+            try:
+                connection = pooled.driver_connection
+                connection.autocommit = True
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(sql, args)
+                        return list(cursor.fetchall())
+                finally:
+                    connection.autocommit = False
+            finally:
+                pooled.close()
+
+        result: list[tuple[Any, ...]] = self._retrying(work)
+        return result
+
+    def _execute_script(self, statements: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Send every statement with rows as one string: one round trip, one implicit transaction."""
+
+        def work() -> None:
+            pooled = self._connection()
+            try:
+                connection = pooled.driver_connection
+                connection.autocommit = True
+                try:
+                    with connection.cursor() as cursor:
+                        parts = []
+                        for template, rows in statements:
+                            if not rows:
+                                continue
+                            placeholder = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+                            values = b",".join(cursor.mogrify(placeholder, row) for row in rows)
+                            parts.append(template.encode().replace(b"{rows}", values))
+                        if parts:
+                            cursor.execute(b";\n".join(parts))
+                finally:
+                    connection.autocommit = False
+            finally:
+                pooled.close()
+
+        self._retrying(work)
