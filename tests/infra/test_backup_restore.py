@@ -26,9 +26,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra.conftest import BUCKET, TLS_CERT, TRACKING_URI, _vars_file, platform_call
+from tests.infra.conftest import (
+    BUCKET,
+    S3_ENDPOINT,
+    TLS_CERT,
+    TLS_KEY,
+    TRACKING_URI,
+    _vars_file,
+    platform_call,
+)
 from tests.support.ansible import run_playbook
 from tests.support.environ import patched_environ
+from tests.support.tls_front import TlsFront
 
 pytestmark = pytest.mark.usefixtures("converged")
 
@@ -45,6 +54,11 @@ JOBS = (
 )
 WIPED_PATHS = ("/etc/mlflow-platform/secrets", "/etc/mlflow", "/etc/gocd-bridge", "/etc/nginx/tls")
 SERVICES = ("mlflow-server", "gocd-bridge")
+AGE_IDENTITY = "/etc/mlflow-platform/backup-age-identity.txt"
+# The S3 location test: buckets of its own on the bundled SeaweedFS.
+S3_BACKUP_BUCKET = "mlflow-platform-backups"
+S3_SOURCE_BUCKET = "mlflow-platform-backup-source"
+S3_PREFIX = "infra-test"
 
 
 def psql(database: str, sql: str) -> str:
@@ -171,6 +185,132 @@ def test_backup_to_an_unreachable_location_fails_loudly(tmp_path):
     assert result.returncode == 1
     assert "artifacts: FAILED" in result.stderr and "/proc/mlflow-backup" in result.stderr, result.stderr
     assert metric("artifacts") == "0"
+
+
+def server_metrics() -> str:
+    """The server's /metrics on loopback, where Prometheus scrapes it."""
+    with urllib.request.urlopen("http://127.0.0.1:5000/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_a_backup_timer_failing_on_a_full_location_shows_in_metrics():
+    """The secrets timer's unit, its location on a full filesystem (a 1 MiB tmpfs under backup_root, filled
+    to the last byte): the unit fails, its log names the location and the full disk, and the server's /metrics
+    says the kind's last run failed. Then the live configuration is put back and the unit run again."""
+    location = Path(json.loads(BACKUP_CONFIG.read_text())["secrets_location"]).parent / "full-location-probe"
+    unit = "mlflow-backup-secrets.service"
+    original = BACKUP_CONFIG.read_text()
+    location.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(location)], check=True)
+    try:
+        with contextlib.suppress(OSError), open(location / "ballast", "wb") as ballast:
+            while True:
+                ballast.write(bytes(4096))
+                ballast.flush()
+        config = json.loads(original)
+        config.update(secrets_target=f"target:{location}/secrets", secrets_location=f"{location}/secrets")
+        BACKUP_CONFIG.write_text(json.dumps(config))
+        run = subprocess.run(["systemctl", "start", unit], capture_output=True, text=True, timeout=300)
+        log = Path(f"/var/log/journal/{unit}.log")
+        tail = log.read_text()[-4000:] if log.exists() else ""
+        assert run.returncode != 0, f"the unit did not fail: {run.stdout} {run.stderr} {tail}"
+        assert "secrets: FAILED" in tail and str(location) in tail, tail
+        assert "no space left on device" in tail.lower(), tail
+        assert 'mlflow_backup_last_run_success{kind="secrets"} 0' in server_metrics()
+    finally:
+        BACKUP_CONFIG.write_text(original)
+        subprocess.run(["umount", str(location)], check=True)
+        location.rmdir()
+    again = subprocess.run(["systemctl", "start", unit], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert 'mlflow_backup_last_run_success{kind="secrets"} 1' in server_metrics()
+
+
+def empty_bucket(s3_client, bucket: str) -> None:
+    """Create the bucket, or empty it of what an earlier run left."""
+    if bucket not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
+        s3_client.create_bucket(Bucket=bucket)
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        batch = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if batch:
+            s3_client.delete_objects(Bucket=bucket, Delete={"Objects": batch})
+
+
+def keys(s3_client, bucket: str) -> list[str]:
+    pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_backup_to_s3_and_restore_check_from_it(secrets, s3_client, tmp_path):
+    """backup_location_type s3 on the bundled SeaweedFS, a bucket of its own, behind a TLS terminator with the
+    proxy's certificate (pgBackRest speaks only HTTPS to S3; its CA goes in backup_s3_ca_certificate). The
+    artifact mirror reads a small bucket of its own so the test stays short. Every kind backs up; the restore
+    check passes against the S3 copy; a deleted object comes back from the mirror; with the endpoint gone, a
+    backup fails naming it. Then the path location is converged back. Bounded: about a minute."""
+    empty_bucket(s3_client, S3_BACKUP_BUCKET)
+    empty_bucket(s3_client, S3_SOURCE_BUCKET)
+    objects = {
+        f"exp/{i}/artifacts/model-{i}.bin": hashlib.sha256(bytes([i])).digest() * 4096 for i in range(5)
+    }
+    for key, body in objects.items():
+        s3_client.put_object(Bucket=S3_SOURCE_BUCKET, Key=key, Body=body)
+    port = int(S3_ENDPOINT.rsplit(":", 1)[1])
+    try:
+        with TlsFront(port, TLS_CERT, TLS_KEY) as front:
+            endpoint = f"https://localhost:{front.port}"
+            s3_vars = {
+                "backup_location_type": "s3",
+                "backup_s3_endpoint_url": endpoint,
+                "backup_s3_bucket": S3_BACKUP_BUCKET,
+                "backup_s3_prefix": S3_PREFIX,
+                "backup_s3_access_key": secrets["object_store_access_key"],
+                "backup_s3_secret_key": secrets["object_store_secret_key"],
+                "backup_s3_ca_certificate": Path(TLS_CERT).read_text(),
+                "backup_source_bucket": S3_SOURCE_BUCKET,
+            }
+            backup = run_playbook("backup-s3", "backup.yml", "-e", f"@{_vars_file(tmp_path, s3_vars)}")
+            assert backup.returncode == 0, f"{backup.summary()}\n{backup.output[-3000:]}"
+            assert {metric(kind) for kind in ("postgres", "artifacts", "secrets")} == {"1"}
+            stored = keys(s3_client, S3_BACKUP_BUCKET)
+            for part in ("pgbackrest/backup/mlflow/", "pgbackrest/archive/mlflow/", "artifacts/current/exp/",
+                         "secrets/secrets-"):  # fmt: skip
+                assert any(k.startswith(f"{S3_PREFIX}/{part}") for k in stored), f"nothing under {part}"
+
+            check = subprocess.run(
+                [BACKUP_CLI, "verify", f"--identity={AGE_IDENTITY}"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert check.returncode == 0, check.stderr
+            print(f"\nS3 backup: {backup.seconds:.0f} s; restore check: {check.stdout.strip()}")
+
+            lost = next(iter(objects))
+            s3_client.delete_object(Bucket=S3_SOURCE_BUCKET, Key=lost)
+            restore = subprocess.run(
+                [BACKUP_CLI, "restore-artifacts"], capture_output=True, text=True, timeout=300
+            )
+            assert restore.returncode == 0, restore.stderr
+            assert s3_client.get_object(Bucket=S3_SOURCE_BUCKET, Key=lost)["Body"].read() == objects[lost]
+
+        # The endpoint is gone now: a backup fails, naming it (its metrics go to a file of the test's own).
+        config = json.loads(BACKUP_CONFIG.read_text())
+        config["metrics_file"] = str(tmp_path / "backup.prom")
+        unreachable = tmp_path / "backup.json"
+        unreachable.write_text(json.dumps(config))
+        failed = subprocess.run(
+            [BACKUP_CLI, "--config", str(unreachable), "artifacts"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert failed.returncode == 1
+        assert "artifacts: FAILED" in failed.stderr and endpoint in failed.stderr, failed.stderr
+        assert 'mlflow_backup_last_run_success{kind="artifacts"} 0' in (tmp_path / "backup.prom").read_text()
+    finally:
+        back = run_playbook("backup-path", "backup.yml", "-e", "backup_run=false")
+        assert back.returncode == 0, f"{back.summary()}\n{back.output[-3000:]}"
+        assert "repo1-type=s3" not in Path("/etc/pgbackrest.conf").read_text()
 
 
 def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):

@@ -7,8 +7,10 @@ auth app before it reads the body); a small limit everywhere else. HTTPS answers
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
+import http.server
 import json
 import os
 import re
@@ -16,13 +18,16 @@ import secrets
 import socket
 import ssl
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.infra.conftest import PLATFORM_VARS, TLS_CERT
+from tests.infra.conftest import PLATFORM_VARS, TLS_CERT, _vars_file
+from tests.support.ansible import REPO, run_playbook
 
 pytestmark = pytest.mark.usefixtures("converged")
 
@@ -314,3 +319,138 @@ def test_a_server_that_is_down_is_a_retryable_503(secrets_dir):
     finally:
         subprocess.run(["systemctl", "start", "mlflow-server"], check=True, timeout=120)
         assert _wait_for_health(120), "the server did not answer again after its restart"
+
+
+# --- readiness: a server that is not ready gets no requests ---------------------------------------------
+
+ROLE = REPO / "ansible" / "roles" / "proxy"
+NOT_READY = json.dumps(
+    {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "Not ready: tracking_database unavailable."}
+).encode()
+
+
+class NotReadyServer(http.server.ThreadingHTTPServer):
+    """Stands in for a replica whose database is unreachable: every request gets the 503 MLflow answers then
+    (TEMPORARILY_UNAVAILABLE), /ready included. Counts what reaches it."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.hits = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.hits += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(NOT_READY)))
+                self.end_headers()
+                self.wfile.write(NOT_READY)
+
+            do_HEAD = do_POST = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _second_proxy(tmp_path: Path, upstreams: list[str]) -> Iterator[int]:
+    """A second nginx with the proxy role's own nginx.conf (rendered from its template and defaults) in front
+    of `upstreams`, on a free loopback port, with its pid and logs in tmp_path; stopped afterwards."""
+    https_port = _free_port()
+    values = {
+        "proxy_upstreams": upstreams,
+        "proxy_http_port": _free_port(),
+        "proxy_https_port": https_port,
+        "proxy_listen_ipv6": False,
+    }
+    rendered = tmp_path / "nginx.conf"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Render the proxy's nginx.conf",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+                    "tasks": [
+                        {
+                            "name": "Render",
+                            "ansible.builtin.template": {
+                                "src": str(ROLE / "templates" / "nginx.conf.j2"),
+                                "dest": str(rendered),
+                                "mode": "0644",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    render = run_playbook("render-proxy", str(playbook), "-e", f"@{_vars_file(tmp_path, values)}")
+    assert render.returncode == 0, render.output[-2000:]
+    config = rendered.read_text()
+    for live, own in [
+        ("pid /run/nginx.pid;", f"pid {tmp_path}/nginx.pid;"),
+        ("error_log /var/log/nginx/error.log;", f"error_log {tmp_path}/error.log;"),
+        ("access_log /var/log/nginx/access.log", f"access_log {tmp_path}/access.log"),
+    ]:
+        assert live in config
+        config = config.replace(live, own)
+    rendered.write_text(config)
+    subprocess.run(["nginx", "-t", "-q", "-c", str(rendered)], check=True, timeout=30)
+    nginx = subprocess.Popen(["nginx", "-c", str(rendered), "-g", "daemon off;"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", https_port), timeout=1):
+                break
+            time.sleep(0.1)
+        yield https_port
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
+
+
+def test_the_proxy_routes_around_a_server_that_is_not_ready(tmp_path, secrets_dir):
+    """Two upstreams: the real server (ready) and one answering 503 as a server whose database is gone
+    does. Through the proxy role's configuration every /ready and API GET is answered by the ready one: the
+    first 503 sends the request on and takes the other out for proxy_upstream_fail_timeout, in every nginx
+    worker."""
+    password = (secrets_dir / "mlflow_admin_password").read_text().strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
+    not_ready = NotReadyServer()
+    thread = threading.Thread(target=not_ready.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with _second_proxy(tmp_path, ["127.0.0.1:5000", f"127.0.0.1:{not_ready.server_port}"]) as port:
+            statuses = []
+            for i in range(20):
+                path = "/ready" if i % 2 else "/api/2.0/mlflow/experiments/search?max_results=1"
+                connection = http.client.HTTPSConnection("localhost", port, timeout=30, context=_context())
+                connection.request("GET", path, headers=auth)
+                response = connection.getresponse()
+                response.read()
+                connection.close()
+                statuses.append(response.status)
+    finally:
+        not_ready.shutdown()
+        not_ready.server_close()
+    print(f"\nthrough the proxy: {statuses}; requests that reached the unready server: {not_ready.hits}")
+    assert statuses == [200] * 20
+    assert not_ready.hits <= 1

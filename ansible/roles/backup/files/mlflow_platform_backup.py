@@ -21,6 +21,7 @@ mlflow_backup_last_run_timestamp_seconds{kind}). A failure exits 1 with a messag
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import fcntl
 import json
@@ -40,8 +41,10 @@ DELETED_DIR = "deleted"
 CURRENT_DIR = "current"
 
 
-# rclone 1.60 fails every S3 remote when AWS_CA_BUNDLE is set; an endpoint's own CA goes into rclone.conf.
+# rclone 1.60 fails every S3 remote when AWS_CA_BUNDLE is set; the backup endpoint's own CA (s3_ca_file) is
+# passed with --ca-cert instead.
 RCLONE_ENV = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 class BackupError(Exception):
@@ -61,6 +64,7 @@ def run(argv: list[str], what: str, location: str, **kwargs: object) -> subproce
 class Backup:
     def __init__(self, config: dict) -> None:
         self.c = config
+        self._ca_bundle: str | None = None
 
     # --- helpers -----------------------------------------------------------------------------------------
     def pgbackrest(self, *args: str, what: str) -> subprocess.CompletedProcess[str]:
@@ -78,8 +82,25 @@ class Backup:
     def rclone(self, *args: str, what: str, location: str) -> subprocess.CompletedProcess[str]:
         # Two passes at most: an object the store cannot serve fails the run within minutes, named.
         retries = ["--retries", "2", "--low-level-retries", "3"]
-        argv = ["rclone", "--config", self.c["rclone_config"], *retries, *args]
-        return run(argv, what, location, env=RCLONE_ENV)
+        return run([*self.rclone_base(), *retries, *args], what, location, env=RCLONE_ENV)
+
+    def rclone_base(self) -> list[str]:
+        argv = ["rclone", "--config", self.c["rclone_config"]]
+        if self.c.get("s3_ca_file"):
+            argv += ["--ca-cert", self.ca_bundle(self.c["s3_ca_file"])]
+        return argv
+
+    def ca_bundle(self, ca_file: str) -> str:
+        """rclone's --ca-cert replaces the system's CAs: give it both, for a source on a public endpoint."""
+        if self._ca_bundle is None:
+            fd, path = tempfile.mkstemp(prefix="mlflow-backup-ca-", suffix=".pem")
+            atexit.register(os.unlink, path)
+            with os.fdopen(fd, "wb") as bundle:
+                for name in (SYSTEM_CA_BUNDLE, ca_file):
+                    with contextlib.suppress(FileNotFoundError):
+                        bundle.write(Path(name).read_bytes().rstrip(b"\n") + b"\n")
+            self._ca_bundle = path
+        return self._ca_bundle
 
     def pg_info(self) -> dict:
         out = self.pgbackrest("--output=json", "info", what="reading the pgBackRest repository").stdout
@@ -248,7 +269,7 @@ class Backup:
         """tar with ``tar_args`` on the secrets archive ``name``, fetched and decrypted in a pipe (never on
         disk in the clear); its return code is non-zero when any step of the pipe failed."""
         cat = subprocess.Popen(
-            ["rclone", "--config", self.c["rclone_config"], "cat", f"{self.c['secrets_target']}/{name}"],
+            [*self.rclone_base(), "cat", f"{self.c['secrets_target']}/{name}"],
             stdout=subprocess.PIPE,
             env=RCLONE_ENV,
         )
