@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow_ext import run_context as keys
 from mlflow_ext.data import tag_name
-from mlflow_ext.errors import LineageError, ModelURIError
+from mlflow_ext.errors import LineageError, LineageNotFound, ModelURIError
 
 # Model-version tags the promotion workflow sets; shown as MISSING until it has run.
 PROMOTION_BY = "promotion.by"
@@ -183,7 +183,7 @@ def _int(value: Any) -> int | None:
 def _mlflow_error(uri: str, exc: Exception) -> LineageError:
     code = getattr(exc, "error_code", "")
     if code == "RESOURCE_DOES_NOT_EXIST":
-        return LineageError(f"{uri}: not found")
+        return LineageNotFound(f"{uri}: not found")
     message = getattr(exc, "message", None) or str(exc)
     return LineageError(f"{uri}: {message.splitlines()[0] if message else type(exc).__name__}")
 

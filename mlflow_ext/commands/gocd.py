@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import emit, output_option, tracking_option
+from mlflow_ext.commands.options import emit, output_option, server, tracking_option
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import catalog as catalog_mod
 from mlflow_ext.gocd import pipelines, validate
@@ -77,6 +77,7 @@ def generate_command(
         raise click.UsageError("give --catalog, --from-registry, or both")
     base = catalog_mod.load(catalog_path) if catalog_path else None
     if from_registry:
+        tracking_uri = server(tracking_uri)  # before MLflow loads: a missing server fails at once
         from mlflow import MlflowClient
 
         registered = catalog_mod.registry_models(MlflowClient(tracking_uri=tracking_uri))
@@ -126,13 +127,18 @@ def validate_command(paths: tuple[str, ...], routes_path: str | None, output: st
         "pipelines": report.pipelines,
         "issues": len(report.issues),
     }
-    if output == "json":
-        click.echo(json.dumps({**summary, "problems": [i.as_dict() for i in report.issues]}, sort_keys=True))
-    elif not report.issues:
-        emit(summary, output)
-    if report.issues:
-        count = len(report.issues)
-        lines = [f"{count} problem{'s' if count > 1 else ''} in {report.files} file(s):"]
-        if output != "json":
-            lines += [f"  {issue}" for issue in report.issues]
-        raise PipelineError("\n".join(lines))
+    document = {**summary, "problems": [i.as_dict() for i in report.issues]}
+    if not report.issues:
+        if output == "json":
+            click.echo(json.dumps(document, sort_keys=True))
+        else:
+            emit(summary, output)
+        return
+    count = len(report.issues)
+    lines = [f"{count} problem{'s' if count > 1 else ''} in {report.files} file(s):"]
+    if output != "json":
+        lines += [f"  {issue}" for issue in report.issues]
+    failure = PipelineError("\n".join(lines))
+    if output == "json":  # one JSON document on stdout: the problems and the error (mlflow_ext.cli)
+        failure.details = document
+    raise failure

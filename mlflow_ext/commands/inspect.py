@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mlflow_ext import lineage
-from mlflow_ext.commands.options import tracking_option
+from mlflow_ext.commands.options import server, tracking_option
 
 
 @click.command("inspect")
@@ -25,7 +25,8 @@ def inspect_command(uri: str, output: str, tracking_uri: str | None) -> None:
 
     URI is models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>.
     """
-    found = lineage.collect(uri, tracking_uri=tracking_uri)
+    lineage.parse_uri(uri)  # a malformed URI is a usage error, before any server is asked
+    found = lineage.collect(uri, tracking_uri=server(tracking_uri))
     if output == "json":
         click.echo(lineage.render_json(found))
     else:

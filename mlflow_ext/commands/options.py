@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mlflow_ext.clients import tracking
 from mlflow_ext.clients.auth import AuthClient
 
 env_file_option = click.option(
@@ -26,17 +27,23 @@ output_option = click.option(
 )
 
 
-def tracking_option(
-    required: bool = False, note: str = ""
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--tracking-uri``; ``note`` says what a command asks the server for, when that is not obvious."""
+def tracking_option(note: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--tracking-uri``; ``note`` says what a command asks the server for, when that is not obvious.
+
+    Commands pass the value through ``server`` before they use it: unset, it is a configuration error
+    (never MLflow's local ./mlflow.db); unreachable, it fails within seconds, with the cause.
+    """
     return click.option(
         "--tracking-uri",
         envvar="MLFLOW_TRACKING_URI",
-        required=required,
         help=f"The MLflow server{note} (credentials: MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME "
-        "and MLFLOW_TRACKING_PASSWORD).",
+        "and MLFLOW_TRACKING_PASSWORD; its CA: MLFLOW_TRACKING_SERVER_CERT_PATH).",
     )
+
+
+def server(tracking_uri: str | None) -> str:
+    """The tracking URI, once the server answers there (mlflow_ext.clients.tracking)."""
+    return tracking.check_server(tracking_uri)
 
 
 def dry_run_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,8 +70,9 @@ def schema_line(name: str, part: dict[str, Any]) -> str:
     return f"{name}: up to date at {part['after']}"
 
 
-def admin_client(tracking_uri: str) -> AuthClient:
+def admin_client(tracking_uri: str | None) -> AuthClient:
     """The auth API as the caller: a token or username and password from the environment, else a prompt."""
+    tracking_uri = server(tracking_uri)
     if os.environ.get("MLFLOW_TRACKING_TOKEN") or (
         os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")
     ):

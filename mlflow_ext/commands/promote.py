@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import dry_run_option, emit, output_option, tracking_option
+from mlflow_ext.commands.options import dry_run_option, emit, output_option, server, tracking_option
 from mlflow_ext.errors import PromotionRejected
 from mlflow_ext.promotion import promote as library
 from mlflow_ext.promotion.policy_source import ChosenPolicy, choose
@@ -76,12 +76,19 @@ def _show(outcome: Outcome, output: str, chosen: ChosenPolicy) -> None:
 
 
 def _run(action: Callable[[dict[str, Any]], Outcome], move: dict[str, Any], output: str) -> None:
-    # The policy is read (and checked) before anything else: a bad file stops the command first.
-    chosen = choose(move["policy_path"], move["tracking_uri"])
+    # A policy file is read (and checked) before anything else: a bad file stops the command first.
+    if move["policy_path"]:
+        chosen = choose(move["policy_path"], None)
+        move["tracking_uri"] = server(move["tracking_uri"])
+    else:
+        move["tracking_uri"] = server(move["tracking_uri"])
+        chosen = choose(None, move["tracking_uri"])
     try:
         outcome = action(_library_options(move, chosen))
     except PromotionRejected as exc:  # the gates on stdout; the message and exit code from the CLI
-        if exc.outcome is not None:
+        if exc.outcome is not None and output == "json":  # one JSON document: the gates and the error
+            exc.details = {**exc.outcome.to_dict(), "policy_origin": chosen.to_dict()}
+        elif exc.outcome is not None:
             _show(exc.outcome, output, chosen)
         raise
     _show(outcome, output, chosen)
@@ -134,7 +141,7 @@ def report_command(
         message=message,
         environ=os.environ,
         dry_run=dry_run,
-        tracking_uri=tracking_uri,
+        tracking_uri=server(tracking_uri),
     )
     if output == "json":
         emit(result, output)

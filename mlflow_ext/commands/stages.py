@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mlflow_ext.commands.options import dry_run_option, emit, output_option, tracking_option
+from mlflow_ext.commands.options import dry_run_option, emit, output_option, server, tracking_option
 from mlflow_ext.errors import ConfigError, StageFailed
 from mlflow_ext.stages import common, evaluate, register, smoke_test, verify_data
 from mlflow_ext.stages.deploy import DeployRequest, get_target
@@ -27,11 +27,10 @@ def _blank(value: str | None) -> str | None:
 
 
 def _client(tracking_uri: str | None) -> Any:
-    tracking_uri = _blank(tracking_uri)
-    if tracking_uri:
-        import mlflow
+    tracking_uri = server(_blank(tracking_uri))  # before MLflow loads: a missing server fails at once
+    import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri)  # fluent calls (runs, downloads) use it too
+    mlflow.set_tracking_uri(tracking_uri)  # fluent calls (runs, downloads) use it too
     return common.client(tracking_uri)
 
 

@@ -60,14 +60,14 @@ def tokens_group() -> None:
     help="Lifetime such as 90d, 12h or 30m (default: no expiry).",
 )
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
 def create(
     name: str,
     username: str | None,
     expires_in: int | None,
     dry_run: bool,
-    tracking_uri: str,
+    tracking_uri: str | None,
     output: str,
 ) -> None:
     """Create a token NAME; its secret is printed once and never stored."""
@@ -91,9 +91,9 @@ def create(
 @tokens_group.command("list")
 @click.option("--user", "username", envvar="MLFLOW_EXT_TOKEN_USER", help="Only this user's tokens.")
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str, output: str) -> None:
+def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str | None, output: str) -> None:
     """List tokens (yours, or everyone's for an admin). Secrets are never shown."""
     answer = admin_client(tracking_uri).call(
         "GET", routes.TOKENS_LIST, {"username": username, "include_revoked": str(include_revoked).lower()}
@@ -113,9 +113,9 @@ def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str, 
 @tokens_group.command("revoke")
 @click.argument("token_id", type=int)
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def revoke(token_id: int, dry_run: bool, tracking_uri: str, output: str) -> None:
+def revoke(token_id: int, dry_run: bool, tracking_uri: str | None, output: str) -> None:
     """Revoke token TOKEN_ID: refused at once by every worker and replica."""
     if dry_run:
         emit({"changed": True, "dry_run": True, "would_revoke": token_id}, output)

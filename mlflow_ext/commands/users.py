@@ -58,7 +58,7 @@ def users_group() -> None:
 @click.option("--service-account", is_flag=True, help="A machine account: tokens only, no usable password.")
 @click.option("--description", default="", help="What the service account is for.")
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
 def create_user(
     username: str,
@@ -66,7 +66,7 @@ def create_user(
     service_account: bool,
     description: str,
     dry_run: bool,
-    tracking_uri: str,
+    tracking_uri: str | None,
     output: str,
 ) -> None:
     """Create USERNAME (password from MLFLOW_EXT_NEW_PASSWORD or a prompt)."""
@@ -91,9 +91,9 @@ def create_user(
 
 
 @users_group.command("list")
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def list_users(tracking_uri: str, output: str) -> None:
+def list_users(tracking_uri: str | None, output: str) -> None:
     """List every account (admins only)."""
     client = admin_client(tracking_uri)
     users = client.call("GET", f"{USERS_API}/list").get("users", [])
@@ -113,9 +113,9 @@ def list_users(tracking_uri: str, output: str) -> None:
 @users_group.command("delete")
 @click.argument("username")
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def delete_user(username: str, dry_run: bool, tracking_uri: str, output: str) -> None:
+def delete_user(username: str, dry_run: bool, tracking_uri: str | None, output: str) -> None:
     """Delete USERNAME; their tokens are revoked and their rights dropped."""
     if dry_run:
         emit({"changed": True, "dry_run": True, "would_delete": username}, output)
@@ -128,9 +128,9 @@ def delete_user(username: str, dry_run: bool, tracking_uri: str, output: str) ->
 @click.argument("username")
 @click.option("--admin/--no-admin", default=True, show_default=True)
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def set_admin(username: str, admin: bool, dry_run: bool, tracking_uri: str, output: str) -> None:
+def set_admin(username: str, admin: bool, dry_run: bool, tracking_uri: str | None, output: str) -> None:
     """Grant or withdraw admin status."""
     if not dry_run:
         admin_client(tracking_uri).call(
@@ -142,9 +142,9 @@ def set_admin(username: str, admin: bool, dry_run: bool, tracking_uri: str, outp
 @users_group.command("set-password")
 @click.argument("username")
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def set_password(username: str, dry_run: bool, tracking_uri: str, output: str) -> None:
+def set_password(username: str, dry_run: bool, tracking_uri: str | None, output: str) -> None:
     """Set USERNAME's password (admins; from MLFLOW_EXT_NEW_PASSWORD or a prompt)."""
     if not dry_run:
         admin_client(tracking_uri).call(
@@ -156,9 +156,9 @@ def set_password(username: str, dry_run: bool, tracking_uri: str, output: str) -
 
 
 @users_group.command("lockouts")
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def lockouts(tracking_uri: str, output: str) -> None:
+def lockouts(tracking_uri: str | None, output: str) -> None:
     """Usernames and client addresses locked out after failed logins."""
     answer = admin_client(tracking_uri).call("GET", routes.LOCKOUTS_LIST)
     if output == "json":
@@ -223,7 +223,7 @@ def grant_group() -> None:
 @click.argument("resource_id")
 @click.argument("permission", type=click.Choice(["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]))
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
 def grant_permission(
     username: str,
@@ -231,7 +231,7 @@ def grant_permission(
     resource_id: str,
     permission: str,
     dry_run: bool,
-    tracking_uri: str,
+    tracking_uri: str | None,
     output: str,
 ) -> None:
     """Grant PERMISSION on a resource (e.g. experiment 12, registered_model churn)."""
@@ -251,10 +251,10 @@ def grant_permission(
 @click.argument("resource_type", metavar="RESOURCE_TYPE")
 @click.argument("resource_id")
 @dry_run_option
-@tracking_option(required=True)
+@tracking_option()
 @output_option
 def revoke_permission(
-    username: str, resource_type: str, resource_id: str, dry_run: bool, tracking_uri: str, output: str
+    username: str, resource_type: str, resource_id: str, dry_run: bool, tracking_uri: str | None, output: str
 ) -> None:
     """Revoke a user's permission on a resource."""
     request = {"username": username, "resource_type": resource_type, "resource_id": resource_id}
@@ -265,9 +265,9 @@ def revoke_permission(
 
 @grant_group.command("list")
 @click.argument("username")
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def list_permissions(username: str, tracking_uri: str, output: str) -> None:
+def list_permissions(username: str, tracking_uri: str | None, output: str) -> None:
     """A user's MLflow permissions and platform rights."""
     client = admin_client(tracking_uri)
     permissions = client.call("GET", f"{PERMISSIONS_API}/list", {"username": username})
@@ -291,7 +291,13 @@ right_choice = click.Choice(RIGHTS)
 
 
 def _change_right(
-    route: str, username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
+    route: str,
+    username: str,
+    right: str,
+    model: str | None,
+    dry_run: bool,
+    tracking_uri: str | None,
+    output: str,
 ) -> None:
     request = _right_request(username, right, model)
     if dry_run:
@@ -308,7 +314,7 @@ def _right_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
             click.argument("right", type=right_choice),
             click.option("--model", help="For promote: the registered model (default: every model)."),
             dry_run_option,
-            tracking_option(required=True),
+            tracking_option(),
             output_option,
         )
     ):
@@ -319,7 +325,7 @@ def _right_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
 @grant_group.command("right")
 @_right_arguments
 def grant_right(
-    username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
+    username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str | None, output: str
 ) -> None:
     """Grant a platform right: create_experiment, create_registered_model, or promote."""
     _change_right(routes.RIGHTS_GRANT, username, right, model, dry_run, tracking_uri, output)
@@ -328,7 +334,7 @@ def grant_right(
 @grant_group.command("revoke-right")
 @_right_arguments
 def revoke_right(
-    username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str, output: str
+    username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str | None, output: str
 ) -> None:
     """Revoke a platform right."""
     _change_right(routes.RIGHTS_REVOKE, username, right, model, dry_run, tracking_uri, output)
@@ -336,9 +342,9 @@ def revoke_right(
 
 @grant_group.command("rights")
 @click.option("--user", "username", help="Only this user's rights.")
-@tracking_option(required=True)
+@tracking_option()
 @output_option
-def list_rights(username: str | None, tracking_uri: str, output: str) -> None:
+def list_rights(username: str | None, tracking_uri: str | None, output: str) -> None:
     """Platform rights held (admins only)."""
     rights = (
         admin_client(tracking_uri).call("GET", routes.RIGHTS_LIST, {"username": username}).get("rights", [])

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlflow_ext.errors import PromotionError, PromotionRejected
+from mlflow_ext.errors import PromotionError, PromotionNotFound, PromotionRejected
 from mlflow_ext.policy import audit
 from mlflow_ext.policy.gates import (
     Candidate,
@@ -127,7 +127,7 @@ def _read(client: Any, model: str, version: str) -> Candidate:
         return read_version(client, model, version)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise PromotionError(f"registered model {model!r} has no version {version}") from None
+            raise PromotionNotFound(f"registered model {model!r} has no version {version}") from None
         raise PromotionError(f"cannot read {model!r} version {version}: {_message(exc)}") from None
 
 
@@ -323,7 +323,7 @@ def report(
         current = dict(client.get_model_version(model, str(version)).tags or {})
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise PromotionError(f"registered model {model!r} has no version {version}") from None
+            raise PromotionNotFound(f"registered model {model!r} has no version {version}") from None
         raise PromotionError(f"cannot read {model!r} version {version}: {_message(exc)}") from None
     result = {
         "model": model,

@@ -5,12 +5,35 @@ from __future__ import annotations
 from mlflow_ext.settings.base import (
     Setting,
     absolute_path,
+    boolean,
     choice,
     integer,
     subset,
 )
 
 SETTINGS: tuple[Setting, ...] = (
+    # --- client: reaching the MLflow server (MLflow's own client reads them too; docs/cli.md) ---
+    Setting(
+        "MLFLOW_TRACKING_SERVER_CERT_PATH",
+        "CA certificate (PEM) the server's TLS certificate is checked against, e.g. the platform's "
+        "self-signed one; default: the system's CAs (or REQUESTS_CA_BUNDLE).",
+        "/etc/nginx/tls/mlflow-platform.crt",
+        scope="client",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        "Client certificate (PEM, with its key) for servers that ask for one.",
+        "/etc/mlflow/client.pem",
+        scope="client",
+    ),
+    Setting(
+        "MLFLOW_TRACKING_INSECURE_TLS",
+        "true skips checking the server's TLS certificate (tests only).",
+        "false",
+        parse=boolean,
+        default="false",
+        scope="client",
+    ),
     # --- client: lineage tags on every run (mlflow_ext.run_context, docs/run-tags.md) ---
     Setting(
         "MLFLOW_EXT_RUN_TAGS",

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlflow_ext import run_context as keys
 from mlflow_ext.data import Column
-from mlflow_ext.errors import ConfigError, StageFailed
+from mlflow_ext.errors import ConfigError, StageFailed, StageNotFound
 from mlflow_ext.lineage import ModelURIError, parse_uri
 
 # Version tags `register` sets: which GoCD pipeline instance built the version.
@@ -89,7 +89,7 @@ def get_version(mlflow_client: Any, name: str, version: str) -> Any:
         return mlflow_client.get_model_version(name, version)
     except MlflowException as exc:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            raise StageFailed(f"model {name} has no version {version} in the registry") from None
+            raise StageNotFound(f"model {name} has no version {version} in the registry") from None
         raise StageFailed(f"cannot read version {version} of model {name}: {mlflow_message(exc)}") from None
 
 

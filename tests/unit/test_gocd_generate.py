@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from mlflow_ext.cli import main
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import catalog, pipelines, validate
+from tests.support.answering import Answering
 
 ENTRY = {
     "name": "iris-classifier",
@@ -319,10 +320,12 @@ def test_cli_from_registry(tmp_path, monkeypatch):
     monkeypatch.setattr(mlflow, "MlflowClient", Client)
     monkeypatch.setattr(catalog, "registry_models", lambda client: registered)
     out = tmp_path / "out"
-    _run("gocd", "generate", "--from-registry", "--out", str(out), "--tracking-uri", "http://mlflow:5000")
-    assert seen["uri"] == "http://mlflow:5000"
-    assert sorted(_tree(out)) == ["iris.gocd.yaml"]
-    path = _write_catalog(tmp_path / "models.yaml", [ENTRY])
-    with pytest.raises(PipelineError, match="model 'iris-classifier' is not in the registry"):
-        _run("gocd", "generate", "--from-registry", "--catalog", str(path), "--out", str(tmp_path / "o2"))
+    with Answering() as server:  # the command checks that a server answers before it asks the registry
+        _run("gocd", "generate", "--from-registry", "--out", str(out), "--tracking-uri", server.url)
+        assert seen["uri"] == server.url
+        assert sorted(_tree(out)) == ["iris.gocd.yaml"]
+        path = _write_catalog(tmp_path / "models.yaml", [ENTRY])
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        with pytest.raises(PipelineError, match="model 'iris-classifier' is not in the registry"):
+            _run("gocd", "generate", "--from-registry", "--catalog", str(path), "--out", str(tmp_path / "o2"))
     assert not (tmp_path / "o2").exists()

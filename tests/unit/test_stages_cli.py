@@ -7,6 +7,7 @@ import json
 from click.testing import CliRunner
 
 from mlflow_ext.cli import main
+from tests.support.answering import Answering
 
 
 def run(args, env=None):
@@ -80,5 +81,6 @@ def test_register_reads_an_experiment_name_with_spaces_whole(monkeypatch):
     monkeypatch.setattr(register, "register", fake)
     monkeypatch.setattr("mlflow.set_tracking_uri", lambda uri: None)  # keep this process's default
     env = {"GO_PIPELINE_NAME": "p", "GO_PIPELINE_COUNTER": "1", "MLFLOW_EXPERIMENT_NAME": "Iris Team Runs"}
-    run(["register", "--model", "iris", "--tracking-uri", "http://127.0.0.1:9"], env=env)
+    with Answering() as server:  # the command checks that a server answers before it starts
+        run(["register", "--model", "iris", "--tracking-uri", server.url], env=env)
     assert seen["experiments"] == ("Iris Team Runs",)
