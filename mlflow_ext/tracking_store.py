@@ -37,12 +37,11 @@ store and this one, on two databases, and compares every answer, every error and
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from mlflow_ext import mlflow_internals, settings
 
@@ -137,8 +136,29 @@ def build(store_uri: str, artifact_uri: str | None = None) -> Any:
         from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
         return WorkspaceAwareSqlAlchemyStore(store_uri, artifact_uri, read_db_uri=read_db_uri)
-    store_cls = PostgresTrackingStore if enabled() else SqlAlchemyStore
-    return store_cls(store_uri, artifact_uri, read_db_uri=read_db_uri)
+    if not enabled():
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        return SqlAlchemyStore(store_uri, artifact_uri, read_db_uri=read_db_uri)
+    return store_class()(store_uri, artifact_uri, read_db_uri=read_db_uri)
+
+
+@functools.cache
+def store_class() -> type:
+    """``PostgresTrackingStore``: the hot paths below on MLflow's ``SqlAlchemyStore``.
+
+    Built on first use: MLflow loads this module (its entry point) while ``import mlflow`` is still under
+    way, when MLflow's store module cannot be imported yet.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return type("PostgresTrackingStore", (PostgresHotPaths, SqlAlchemyStore), {"__module__": __name__})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresTrackingStore":
+        return store_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _sanitized(value: float) -> tuple[bool, float]:
@@ -155,8 +175,11 @@ class _Refused(Exception):
     """The database says the fast path cannot succeed: MLflow's own method gives the error."""
 
 
-class PostgresTrackingStore(SqlAlchemyStore):
-    """MLflow's ``SqlAlchemyStore`` with its write hot paths in plain SQL (see the module docstring)."""
+class PostgresHotPaths:
+    """The write hot paths in plain SQL (see the module docstring), mixed in before MLflow's
+    ``SqlAlchemyStore`` by ``store_class``: ``super()`` is MLflow's method, ``self.engine`` its engine."""
+
+    engine: Any
 
     # --- the hot paths ---
 

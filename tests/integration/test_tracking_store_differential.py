@@ -1,0 +1,296 @@
+"""The PostgreSQL tracking store against MLflow's own, differentially (hypothesis).
+
+Two databases on one real PostgreSQL: MLflow's ``SqlAlchemyStore`` on one, ``PostgresTrackingStore`` on
+the other. Each example creates the same runs in both, then runs the same random sequence of calls:
+``log_metric``, ``log_param``, ``set_tag``, ``log_batch`` with valid and invalid values (bad names, NaN and
+infinities, negative timestamps, too-long values, over-limit batches, duplicate params, a param logged
+again with another value, the run-name tag), on active, finished, deleted and missing runs. Every answer
+and every error (type, code, message) must match, and so must the rows of ``metrics``,
+``latest_metrics``, ``params``, ``tags`` and ``runs`` and what ``get_run`` reads back. Run ids differ
+between the stores; they are compared through the run's index.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests.support.services import Postgres, pgpass_file
+
+pytestmark = pytest.mark.integration
+DB_USER = "mlflow"
+EXAMPLES = int(os.environ.get("TRACKING_STORE_DIFF_EXAMPLES", "60"))
+RUNS = 3  # per example: active, then finished or deleted as the sequence goes
+
+KEYS = ["loss", "acc", "a/b", "x.y", "sp ace", "bad*key", "../up", "k" * 251, "mlflow.runName"]
+PARAM_VALUES = ["1", "2", "", "v" * 6001, "élan"]
+TAG_VALUES = ["t", "u", "", "w" * 8001, "run-name"]
+FLOATS = [0.0, -0.0, 1.5, -2.0, 1e308, math.nan, math.inf, -math.inf, 3.0]
+TIMESTAMPS = [0, 1, 2, 1_700_000_000_000, -1]
+STEPS = [0, 1, 2, -3]
+
+# Mostly valid values on few keys, steps and timestamps, so that latest_metrics ties and overtakes often (NaN
+# is stored as 0.0); any value (bad names, types, lengths) now and then, which fails the whole call.
+valid_metric_st = st.tuples(
+    st.sampled_from(["loss", "acc"]),
+    st.sampled_from([0.0, math.nan, 1.5, -0.0, math.inf, -math.inf]),
+    st.sampled_from([0, 1]),
+    st.sampled_from([0, 1]),
+)
+metric_st = st.one_of(
+    valid_metric_st,
+    st.tuples(
+        st.sampled_from(KEYS[:-1]),
+        st.sampled_from([*FLOATS, "x", None, True]),
+        st.sampled_from(TIMESTAMPS),
+        st.sampled_from(STEPS),
+    ),
+)
+valid_param_st = st.tuples(st.sampled_from(["lr", "depth"]), st.sampled_from(["1", "2"]))
+param_st = st.one_of(valid_param_st, st.tuples(st.sampled_from(KEYS), st.sampled_from(PARAM_VALUES)))
+valid_tag_st = st.tuples(st.sampled_from(["team", "note"]), st.sampled_from(["t", "u"]))
+tag_st = st.one_of(valid_tag_st, st.tuples(st.sampled_from(KEYS), st.sampled_from(TAG_VALUES)))
+run_st = st.one_of(st.just(0), st.integers(0, RUNS))  # RUNS: a run id no store knows
+
+
+def _mostly_valid(valid: st.SearchStrategy, any_value: st.SearchStrategy, size: int) -> st.SearchStrategy:
+    """Up to ``size`` valid entities, then at most one of any kind (which fails the whole batch)."""
+    return st.lists(valid, max_size=size).flatmap(lambda ok: st.lists(any_value, max_size=1).map(ok.__add__))
+
+
+batch_st = st.tuples(
+    st.just("log_batch"),
+    run_st,
+    st.tuples(
+        _mostly_valid(valid_metric_st, metric_st, 10),
+        _mostly_valid(valid_param_st, param_st, 3),
+        _mostly_valid(valid_tag_st, tag_st, 3),
+    ),
+)
+# Writes weigh most; state changes and oversized batches come now and then.
+operation_st = st.one_of(
+    batch_st,
+    batch_st,
+    batch_st,
+    st.tuples(st.just("log_metric"), run_st, valid_metric_st),
+    st.tuples(st.just("log_metric"), run_st, metric_st),
+    st.tuples(st.just("log_param"), run_st, param_st),
+    st.tuples(st.just("set_tag"), run_st, tag_st),
+    st.tuples(st.just("log_batch_over_limit"), run_st, st.sampled_from(["metrics", "params", "tags"])),
+    st.tuples(st.just("finish"), run_st, st.none()),
+    st.tuples(st.just("delete"), run_st, st.none()),
+    st.tuples(st.just("restore"), run_st, st.none()),
+)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> Iterator[tuple[Any, Any, Any, Any]]:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_ext.tracking_store import PostgresTrackingStore
+
+    pg = Postgres().start()
+    previous = os.environ.get("PGPASSFILE")
+    try:
+        password = secrets.token_hex(16)
+        pg.psql(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{password}' CREATEDB")
+        os.environ["PGPASSFILE"] = str(
+            pgpass_file(tmp_path_factory.mktemp("pgpass"), pg.port, DB_USER, password)
+        )
+        base = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg.port}"
+        artifacts = tempfile.mkdtemp(prefix="artifacts-")
+        # MLflow's schema once, then two copies of it.
+        pg.psql(f"CREATE DATABASE template_db OWNER {DB_USER}")
+        SqlAlchemyStore(f"{base}/template_db", artifacts).engine.dispose()
+        for name in ("mlflow_ref", "mlflow_fast"):
+            pg.psql(f"CREATE DATABASE {name} OWNER {DB_USER} TEMPLATE template_db")
+        reference = SqlAlchemyStore(f"{base}/mlflow_ref", artifacts)
+        fast = PostgresTrackingStore(f"{base}/mlflow_fast", artifacts)
+        engines = (
+            create_engine(f"{base}/mlflow_ref", poolclass=NullPool),
+            create_engine(f"{base}/mlflow_fast", poolclass=NullPool),
+        )
+        yield reference, fast, *engines
+        reference.engine.dispose()
+        fast.engine.dispose()
+    finally:
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous
+        pg.stop()
+
+
+def _entities(kind: str, items: list[tuple]) -> list[Any]:
+    from mlflow.entities import Metric, Param, RunTag
+
+    if kind == "metrics":
+        return [Metric(key, value, timestamp, step) for key, value, timestamp, step in items]
+    return [(Param if kind == "params" else RunTag)(key, value) for key, value in items]
+
+
+def _call(store: Any, run_ids: list[str], operation: tuple) -> Any:
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+    name, index, args = operation
+    run_id = run_ids[index]
+    if name == "log_metric":
+        return store.log_metric(run_id, Metric(*args))
+    if name == "log_param":
+        return store.log_param(run_id, Param(*args))
+    if name == "set_tag":
+        return store.set_tag(run_id, RunTag(*args))
+    if name == "log_batch":
+        metrics, params, tags = args
+        return store.log_batch(
+            run_id, _entities("metrics", metrics), _entities("params", params), _entities("tags", tags)
+        )
+    if name == "log_batch_over_limit":
+        count = 1001 if args == "metrics" else 101
+        many = [(f"k{i}", "v") for i in range(count)]
+        entities = {"metrics": [], "params": [], "tags": []}
+        entities[args] = (
+            [Metric(f"m{i}", 1.0, 1, 0) for i in range(count)] if args == "metrics" else _entities(args, many)
+        )
+        return store.log_batch(run_id, entities["metrics"], entities["params"], entities["tags"])
+    if name == "finish":
+        return store.update_run_info(run_id, RunStatus.FINISHED, 5, None).status
+    if name == "delete":
+        return store.delete_run(run_id)
+    if name == "restore":
+        return store.restore_run(run_id)
+    raise AssertionError(name)
+
+
+def _outcome(store: Any, run_ids: list[str], operation: tuple) -> tuple:
+    """What the call answered or raised, with run ids replaced by their index."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        result: tuple = ("ok", _call(store, run_ids, operation))
+    except MlflowException as exc:
+        result = ("error", type(exc).__name__, exc.error_code, exc.message)
+    except Exception as exc:  # any other failure must match too
+        result = ("raised", type(exc).__name__, str(exc))
+    return _normalized(result, run_ids)
+
+
+def _normalized(value: Any, run_ids: list[str]) -> Any:
+    if isinstance(value, str):
+        for index, run_id in enumerate(run_ids):
+            value = value.replace(run_id, f"<run {index}>")
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(_normalized(item, run_ids) for item in value)
+    return value
+
+
+def _tables(engine: Any, run_ids: list[str]) -> dict[str, list[tuple]]:
+    queries = {
+        "metrics": "SELECT run_uuid, key, value, timestamp, step, is_nan FROM metrics",
+        "latest_metrics": "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics",
+        "params": "SELECT run_uuid, key, value FROM params",
+        "tags": "SELECT run_uuid, key, value FROM tags",
+        "runs": "SELECT run_uuid, name, status, end_time, lifecycle_stage FROM runs",
+    }
+    with engine.connect() as connection:
+        return {
+            table: sorted(
+                _normalized(tuple(row), run_ids)
+                for row in connection.execute(text(f"{sql} WHERE run_uuid = ANY(:ids)"), {"ids": run_ids})
+            )
+            for table, sql in queries.items()
+        }
+
+
+def _run_view(store: Any, run_id: str, run_ids: list[str]) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = store.get_run(run_id)
+    except MlflowException as exc:
+        return ("error", exc.error_code, _normalized(exc.message, run_ids))
+    return (
+        run.info.status,
+        run.info.lifecycle_stage,
+        _normalized(run.info.run_name, run_ids),
+        sorted(
+            (m.key, m.value if not math.isnan(m.value) else "nan", m.timestamp, m.step)
+            for m in run.data._metric_objs
+        ),
+        sorted(run.data.params.items()),
+        sorted((k, v) for k, v in run.data.tags.items()),
+    )
+
+
+def _new_runs(store: Any, experiment_id: str) -> list[str]:
+    runs = [
+        store.create_run(experiment_id, "user", 1_000 + i, [], f"run-{i}").info.run_id for i in range(RUNS)
+    ]
+    return [*runs, uuid.uuid4().hex]
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(operations=st.lists(operation_st, min_size=1, max_size=16))
+# Ties on (step, timestamp, value) keep the stored latest metric: NaN is stored as 0.0, and -0.0 == 0.0.
+@example(
+    operations=[
+        ("log_batch", 0, ([("loss", 0.0, 1, 1)], [], [])),
+        ("log_batch", 0, ([("loss", math.nan, 1, 1), ("loss", -0.0, 1, 1)], [], [])),
+        ("log_metric", 0, ("acc", math.nan, 1, 1)),
+        ("log_batch", 0, ([("acc", 0.0, 1, 1), ("acc", 1.5, 0, 1)], [("lr", "1")], [("team", "t")])),
+        ("log_batch", 0, ([("acc", 1.5, 0, 1)], [("lr", "2")], [("team", "u")])),
+    ]
+)
+def test_the_fast_store_answers_and_writes_as_mlflow_does(stores, operations):
+    reference, fast, reference_engine, fast_engine = stores
+    name = f"exp-{uuid.uuid4().hex}"
+    reference_runs = _new_runs(reference, reference.create_experiment(name))
+    fast_runs = _new_runs(fast, fast.create_experiment(name))
+    fast_runs[-1] = reference_runs[-1]  # the same unknown id in both
+
+    for step, operation in enumerate(operations):
+        expected = _outcome(reference, reference_runs, operation)
+        got = _outcome(fast, fast_runs, operation)
+        assert got == expected, f"call {step}: {operation!r}"
+
+    assert _tables(fast_engine, fast_runs) == _tables(reference_engine, reference_runs)
+    for index in range(RUNS + 1):
+        assert _run_view(fast, fast_runs[index], fast_runs) == _run_view(
+            reference, reference_runs[index], reference_runs
+        )
+
+
+def test_the_fast_store_is_the_servers_store_for_postgresql_unless_turned_off(stores, monkeypatch):
+    """MLflow's server registry builds it for a postgresql URI; MLFLOW_EXT_FAST_TRACKING_STORE=false gives
+    MLflow's own store."""
+    from mlflow.server.handlers import TrackingStoreRegistryWrapper
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_ext.tracking_store import PostgresTrackingStore
+
+    _, fast, *_ = stores
+    uri = fast.db_uri
+    monkeypatch.delenv("MLFLOW_EXT_FAST_TRACKING_STORE", raising=False)
+    built = TrackingStoreRegistryWrapper().get_store_builder(uri)(store_uri=uri, artifact_uri="/tmp/a")
+    assert type(built) is PostgresTrackingStore
+    built.engine.dispose()
+    monkeypatch.setenv("MLFLOW_EXT_FAST_TRACKING_STORE", "false")
+    built = TrackingStoreRegistryWrapper().get_store_builder(uri)(store_uri=uri, artifact_uri="/tmp/a")
+    assert type(built) is SqlAlchemyStore
+    built.engine.dispose()
