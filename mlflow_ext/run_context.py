@@ -22,6 +22,7 @@ import os
 import platform
 import queue
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -63,6 +64,9 @@ CODE_UNTRACKED = "lineage.code.untracked_files"
 CODE_DIFF = "lineage.code.diff"
 CODE_DIFF_BYTES = "lineage.code.diff_bytes"
 CODE_DIFF_TRUNCATED = "lineage.code.diff_truncated"
+CODE_COMMAND = "lineage.code.command"
+CODE_WORKDIR = "lineage.code.workdir"
+CODE_WORKDIR_IN_REPO = "lineage.code.workdir_in_repo"
 CI_SYSTEM = "lineage.ci.system"
 CI_PIPELINE = "lineage.ci.pipeline"
 CI_COUNTER = "lineage.ci.counter"
@@ -113,6 +117,19 @@ TAGS: tuple[Tag, ...] = (
         CODE_DIFF_TRUNCATED,
         "code",
         "`true` when the diff exceeded `MLFLOW_EXT_RUN_DIFF_MAX_BYTES` and was cut.",
+    ),
+    Tag(
+        CODE_COMMAND,
+        "code",
+        "Command line of the process, shell-quoted, as the interpreter got it (`sys.orig_argv`), e.g. "
+        "`/venv/bin/python train.py --C 1.0`; credentials in URL arguments removed. Set without git too.",
+    ),
+    Tag(CODE_WORKDIR, "code", "Working directory of the process when the run started. Set without git too."),
+    Tag(
+        CODE_WORKDIR_IN_REPO,
+        "code",
+        "The working directory relative to `lineage.code.root` (`.` at the top): where to run the command "
+        "in another checkout.",
     ),
     Tag(CI_SYSTEM, "ci", "`gocd` inside a GoCD job (`GO_PIPELINE_NAME` set); the other ci tags need it."),
     Tag(CI_PIPELINE, "ci", "`GO_PIPELINE_NAME`."),
@@ -329,6 +346,21 @@ def collect_code(directory: str, diff_limit: int) -> CodeInfo:
         if diff:
             info.diff = diff
     return info
+
+
+def collect_command() -> dict[str, str]:
+    """How the process was started: its command line (shell-quoted) and working directory."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    return {CODE_COMMAND: shlex.join(redact_url(arg) for arg in argv), CODE_WORKDIR: os.getcwd()}
+
+
+def workdir_in_repo(workdir: str, root: str) -> str | None:
+    """``workdir`` relative to the work tree's ``root``, or None when it lies outside."""
+    try:
+        relative = os.path.relpath(os.path.realpath(workdir), os.path.realpath(root))
+    except ValueError:
+        return None
+    return None if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
 def _first_repository(diff_limit: int) -> CodeInfo:
@@ -650,8 +682,12 @@ def collect(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], _
                 except ConfigError as exc:
                     _logger.warning("mlflow_ext: %s; using the default", exc)
                     limit = int(settings.get("MLFLOW_EXT_RUN_DIFF_MAX_BYTES", {}))
+                tags.update(collect_command())
                 code = _first_repository(limit)
                 tags.update(code.tags)
+                inside = workdir_in_repo(tags[CODE_WORKDIR], code.tags[CODE_ROOT])
+                if inside is not None:
+                    tags[CODE_WORKDIR_IN_REPO] = inside
                 diff = code.diff
             elif group == "ci":
                 tags.update(collect_ci(environ))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import types
@@ -239,8 +240,52 @@ def test_non_git_directory_runs_without_code_tags(tmp_path: Path, store: dict[st
     plain.mkdir()
     (run_id,), _ = train(plain, store)
     tags = lineage_tags(store, run_id)
-    assert not any(key.startswith("lineage.code.") for key in tags)
+    code = {key for key in tags if key.startswith("lineage.code.")}
+    assert code == {rc.CODE_COMMAND, rc.CODE_WORKDIR}  # how it ran, even without git
+    assert tags[rc.CODE_WORKDIR] == str(plain)
     assert rc.ENV_HASH in tags and rc.HOST_NAME in tags
+
+
+def test_the_command_line_and_working_directory_are_recorded(repo: Path, store: dict[str, str]) -> None:
+    """Beside the commit: what to run, and where, to train again (mlflow-ext reproduce reads them)."""
+    workdir = repo / "jobs" / "weekly"
+    workdir.mkdir(parents=True)
+    argv = [
+        sys.executable,
+        "-W",
+        "ignore",
+        "../../train.py",
+        "1",
+        "https://ci-bot:s3cr3t@data.example.com/x y",
+    ]
+    result = subprocess.run(
+        argv,
+        cwd=workdir,
+        env=clean_env(**store),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_id,) = json.loads(result.stdout.split("RUN_IDS=", 1)[1])
+    tags = lineage_tags(store, run_id)
+    assert tags[rc.CODE_COMMAND] == (
+        f"{sys.executable} -W ignore ../../train.py 1 'https://data.example.com/x y'"
+    )
+    assert shlex.split(tags[rc.CODE_COMMAND])[:-1] == argv[:-1]
+    assert tags[rc.CODE_WORKDIR] == str(workdir)
+    assert tags[rc.CODE_WORKDIR_IN_REPO] == "jobs/weekly"
+    assert tags[rc.CODE_COMMIT] == git(repo, "rev-parse", "HEAD").strip()
+    (top,), _ = train(repo, store)
+    assert lineage_tags(store, top)[rc.CODE_WORKDIR_IN_REPO] == "."
+
+
+def test_workdir_outside_the_repository_has_no_relative_path(tmp_path: Path) -> None:
+    assert rc.workdir_in_repo(str(tmp_path / "a" / "b"), str(tmp_path / "a")) == "b"
+    assert rc.workdir_in_repo(str(tmp_path / "a"), str(tmp_path / "a")) == "."
+    assert rc.workdir_in_repo(str(tmp_path / "ab"), str(tmp_path / "a")) is None
+    assert rc.workdir_in_repo(str(tmp_path), str(tmp_path / "a")) is None
 
 
 def test_script_outside_the_repository_uses_the_working_directory(
@@ -270,7 +315,8 @@ def test_broken_repository_and_bad_settings_do_not_break_the_run(repo: Path, sto
     tags = lineage_tags(store, run_id)
     assert "MLFLOW_EXT_RUN_TAGS must be a comma-separated subset" in stderr
     assert "code,bogus" not in stderr  # the message names the variable, not its value
-    assert not any(key.startswith("lineage.code.") for key in tags)
+    code = {key for key in tags if key.startswith("lineage.code.")}
+    assert code == {rc.CODE_COMMAND, rc.CODE_WORKDIR}  # no git facts from a broken repository
     assert rc.ENV_HASH in tags  # fell back to every group
 
 
