@@ -14,12 +14,19 @@ parameters its wrapper passes (wrappers call through ``_call``, which holds them
 requirements/server.lock) and names every internal that moved or changed: after an MLflow upgrade, this
 module is the one place to adapt. Other modules never reach into MLflow's privates themselves.
 
+Two MLflow minors are supported: the pinned one and the previous one (requirements/server-3.16.lock),
+so that an upgrade starts from a platform that runs. An internal that only one of them has carries the
+range of minors it exists in (``since`` / ``until``); its wrapper asks ``applies`` and takes the other
+minor's way to the same result, commented where it does. The contract test checks every internal that
+applies to the installed MLflow, so a name missing on a version that should have it still fails loudly.
+
 MLflow is imported inside the functions, so importing this module costs nothing; MLflow's server modules
 (which build their Flask app when imported) are only touched by wrappers the server itself calls.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,10 +58,22 @@ class Internal:
     overridden_by: str | None = None
     # The value mlflow_ext relies on without importing it (a table or column name used in plain SQL).
     value: object = None
+    # The MLflow minors ("3.17") that have it, both ends included; None: every supported minor.
+    since: str | None = None
+    until: str | None = None
 
     @property
     def qualname(self) -> str:
         return f"{self.module}.{self.name}"
+
+    @property
+    def versions(self) -> str:
+        """The minors it exists in, for messages: "3.17 and later", "up to 3.16", "every version"."""
+        if self.since and self.until:
+            return f"{self.since} to {self.until}"
+        if self.since:
+            return f"{self.since} and later"
+        return f"up to {self.until}" if self.until else "every version"
 
 
 _DB_UTILS = "mlflow.store.db.utils"
@@ -92,17 +111,55 @@ DISABLED_LEGACY_ADMIN_LOGIN = Internal(
 GET_REQUEST_PARAM = Internal(_AUTH, "_get_request_param", "mlflow_ext.auth.policy", params=("param",))
 IS_UNPROTECTED_ROUTE = Internal(_AUTH, "is_unprotected_route", "mlflow_ext.auth", params=("path",))
 BEFORE_REQUEST_VALIDATORS = Internal(_AUTH, "BEFORE_REQUEST_VALIDATORS", "mlflow_ext.auth", kind=dict)
+# How the run-scoped validators find a run's experiment, which mlflow_ext.auth.memo remembers. Since 3.17:
+# _run_requirement(run_id, action) -> (anchor, [Requirement, ...]), which authorize() resolves.
 RUN_REQUIREMENT = Internal(
-    _AUTH, "_run_requirement", "mlflow_ext.auth.memo", params=("run_id", "action"), replaced=True
+    _AUTH,
+    "_run_requirement",
+    "mlflow_ext.auth.memo",
+    params=("run_id", "action"),
+    replaced=True,
+    since="3.17",
 )
 REQUIREMENT = Internal(
     _AUTH,
     "Requirement",
     "mlflow_ext.auth.memo",
     params=("resource_type", "resource_id", "action", "fallback_if_no_grant"),
+    since="3.17",
 )
 RESOURCE_TYPE_EXPERIMENT = Internal(_AUTH, "RESOURCE_TYPE_EXPERIMENT", "mlflow_ext.auth.memo", kind=str)
-RESOURCE_TYPE_RUN = Internal(_AUTH, "RESOURCE_TYPE_RUN", "mlflow_ext.auth.memo", kind=str)
+RESOURCE_TYPE_RUN = Internal(_AUTH, "RESOURCE_TYPE_RUN", "mlflow_ext.auth.memo", kind=str, since="3.17")
+# Up to 3.16: validate_can_{read,update,delete,manage}_run each call _get_permission_from_run_id(), which
+# reads the request's run_id, reads the run for its experiment and returns the user's Permission on that
+# experiment: _get_role_permission_or_default(_role_permission_for(username, "experiment", ...)).
+RUN_PERMISSION = Internal(
+    _AUTH, "_get_permission_from_run_id", "mlflow_ext.auth.memo", params=(), replaced=True, until="3.16"
+)
+ROLE_PERMISSION_FOR = Internal(
+    _AUTH,
+    "_role_permission_for",
+    "mlflow_ext.auth.memo",
+    params=(
+        "username",
+        "resource_type",
+        "resource_key",
+        "workspace_lookup_id",
+        "workspace_fetcher",
+        "workspace_label",
+    ),
+    until="3.16",
+)
+ROLE_PERMISSION_OR_DEFAULT = Internal(
+    _AUTH,
+    "_get_role_permission_or_default",
+    "mlflow_ext.auth.memo",
+    params=("role_permission_func",),
+    until="3.16",
+)
+AUTHENTICATE_REQUEST = Internal(
+    _AUTH, "authenticate_request", "mlflow_ext.auth.memo", params=(), until="3.16"
+)
 FIND_FASTAPI_VALIDATOR = Internal(
     _AUTH, "_find_fastapi_validator", "mlflow_ext.auth.asgi", params=("path", "method")
 )
@@ -119,18 +176,27 @@ BASIC_AUTH_FAIL_CLOSED = Internal(
     "mlflow_ext.auth.asgi",
     attributes=("get",),
 )
-# The validators mlflow_ext.auth.policy wraps, found by identity in BEFORE_REQUEST_VALIDATORS.
-AUTH_VALIDATORS = tuple(
-    Internal(_AUTH, name, "mlflow_ext.auth.policy", params=())
-    for name in (
-        "validate_can_create_experiment",
-        "validate_can_create_registered_model",
-        "validate_can_list_users",
-        "validate_can_set_model_or_prompt_version_alias",
-        "validate_can_delete_model_or_prompt_version_alias",
-        "validate_can_delete_model_or_prompt_version",
-        "validate_can_delete_registered_model_or_prompt_cascade",
-    )
+# The validators mlflow_ext.auth.policy wraps, found by identity in BEFORE_REQUEST_VALIDATORS. The
+# alias, version-delete and model-delete routes got validators of their own in 3.17; up to 3.16 they share
+# the registry's generic update/delete validators with other routes, so policy finds them by path there.
+AUTH_VALIDATORS = (
+    *(
+        Internal(_AUTH, name, "mlflow_ext.auth.policy", params=())
+        for name in (
+            "validate_can_create_experiment",
+            "validate_can_create_registered_model",
+            "validate_can_list_users",
+        )
+    ),
+    *(
+        Internal(_AUTH, name, "mlflow_ext.auth.policy", params=(), since="3.17")
+        for name in (
+            "validate_can_set_model_or_prompt_version_alias",
+            "validate_can_delete_model_or_prompt_version_alias",
+            "validate_can_delete_model_or_prompt_version",
+            "validate_can_delete_registered_model_or_prompt_cascade",
+        )
+    ),
 )
 
 # The functions with which MLflow reads a request's parameters: an exception raised in one of them
@@ -302,6 +368,10 @@ INTERNALS: tuple[Internal, ...] = (
     REQUIREMENT,
     RESOURCE_TYPE_EXPERIMENT,
     RESOURCE_TYPE_RUN,
+    RUN_PERMISSION,
+    ROLE_PERMISSION_FOR,
+    ROLE_PERMISSION_OR_DEFAULT,
+    AUTHENTICATE_REQUEST,
     FIND_FASTAPI_VALIDATOR,
     SCOPE_MATCHES_NATIVE_ROUTE,
     NATIVE_FASTAPI_ROUTES,
@@ -342,6 +412,24 @@ def mlflow_version() -> str:
     from mlflow.version import VERSION
 
     return str(VERSION)
+
+
+# The MLflow minors this table was checked against: the pin (requirements/server.lock) and the previous
+# minor (requirements/server-3.16.lock), from which `make upgrade` is tested.
+SUPPORTED_MINORS = ("3.16", "3.17")
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def applies(internal: Internal) -> bool:
+    """True when the installed MLflow is a version that has ``internal`` (see ``since`` / ``until``)."""
+    installed = _minor(mlflow_version())
+    if internal.since is not None and installed < _minor(internal.since):
+        return False
+    return internal.until is None or installed <= _minor(internal.until)
 
 
 def missing(internal: Internal, reason: object) -> str:
@@ -473,36 +561,104 @@ def set_route_validator(path: str, method: str, validator: Callable[[], bool]) -
     resolve(BEFORE_REQUEST_VALIDATORS)[(path, method)] = validator
 
 
-def auth_validator(name: str) -> Callable[[], bool]:
-    """One of MLflow's validators listed in ``AUTH_VALIDATORS``, by name."""
+def auth_validator(name: str) -> Callable[[], bool] | None:
+    """One of MLflow's validators listed in ``AUTH_VALIDATORS``, by name; None on a version without it."""
     for internal in AUTH_VALIDATORS:
         if internal.name == name:
+            if not applies(internal):
+                return None
             validator: Callable[[], bool] = resolve(internal)
             return validator
     raise KeyError(f"{name} is not listed in AUTH_VALIDATORS")
 
 
-def run_requirement() -> Callable[[str, str], Any]:
-    """MLflow's resolver of a run id to its grant requirements, as its run-scoped validators see it now."""
-    resolver: Callable[[str, str], Any] = resolve(RUN_REQUIREMENT)
-    return resolver
+def remember_run_experiments(
+    lookup: Callable[[str], str | None], remember: Callable[[str, str], None]
+) -> None:
+    """Make MLflow's run-scoped validators take a run's experiment from ``lookup`` before reading the run,
+    and hand every experiment they read to ``remember``; their decision is MLflow's own either way.
+
+    MLflow looks its resolver up in its module on every call, so replacing the module attribute reaches
+    every run-scoped validator. Replacing twice (an app created twice in one process) wraps MLflow's own.
+    """
+    if applies(RUN_REQUIREMENT):
+        _remember_through_run_requirement(lookup, remember)
+    else:
+        _remember_through_run_permission(lookup, remember)
 
 
-def replace_run_requirement(resolver: Callable[[str, str], Any]) -> None:
-    """Replace that resolver for every run-scoped validator (they look it up in their module)."""
-    resolve(RUN_REQUIREMENT)  # fails loudly if MLflow no longer has it
-    setattr(importlib.import_module(RUN_REQUIREMENT.module), RUN_REQUIREMENT.name, resolver)
+def _replace(internal: Internal, replacement: Callable[..., Any]) -> None:
+    resolve(internal)  # fails loudly if MLflow no longer has it
+    setattr(importlib.import_module(internal.module), internal.name, replacement)
 
 
-def run_requirement_for_experiment(experiment_id: str, action: str) -> Any:
-    """What MLflow's run resolver answers for a run of ``experiment_id``: read on the experiment, then
-    ``action`` on its runs with the experiment's grant as fallback."""
-    experiment_type = resolve(RESOURCE_TYPE_EXPERIMENT)
-    experiment = (experiment_type, experiment_id)
-    return experiment, [
-        _call(REQUIREMENT, experiment_type, experiment_id, "read"),
-        _call(REQUIREMENT, resolve(RESOURCE_TYPE_RUN), "*", action, fallback_if_no_grant=(experiment,)),
-    ]
+def _remember_through_run_requirement(
+    lookup: Callable[[str], str | None], remember: Callable[[str, str], None]
+) -> None:
+    # MLflow 3.17 and later: _run_requirement(run_id, action) answers the experiment anchor and the
+    # requirements (read on the experiment, then `action` on its runs with the experiment's grant as
+    # fallback), or None for a run that does not exist (which denies).
+    current = resolve(RUN_REQUIREMENT)
+    original = getattr(current, "__wrapped__", current)
+
+    @functools.wraps(original)
+    def _run_requirement(run_id: str, action: str) -> Any:
+        if isinstance(run_id, str) and run_id:
+            experiment_id = lookup(run_id)
+            if experiment_id is not None:
+                experiment_type = resolve(RESOURCE_TYPE_EXPERIMENT)
+                experiment = (experiment_type, experiment_id)
+                return experiment, [
+                    _call(REQUIREMENT, experiment_type, experiment_id, "read"),
+                    _call(
+                        REQUIREMENT,
+                        resolve(RESOURCE_TYPE_RUN),
+                        "*",
+                        action,
+                        fallback_if_no_grant=(experiment,),
+                    ),
+                ]
+        resolved = original(run_id, action)
+        if resolved is not None and isinstance(run_id, str) and run_id:
+            remember(run_id, str(resolved[0][1]))
+        return resolved
+
+    _replace(RUN_REQUIREMENT, _run_requirement)
+
+
+def _remember_through_run_permission(
+    lookup: Callable[[str], str | None], remember: Callable[[str, str], None]
+) -> None:
+    # MLflow 3.16 (no _run_requirement, Requirement or RESOURCE_TYPE_RUN): the run-scoped validators ask
+    # _get_permission_from_run_id() for the user's Permission on the run's experiment. This replacement
+    # does what 3.16.1's does, in the same order (request parameter, run, user, grant), except that a
+    # remembered run is not read again. A run that does not exist raises from get_run as in MLflow.
+    current = resolve(RUN_PERMISSION)
+    original = getattr(current, "__wrapped__", current)
+
+    @functools.wraps(original)
+    def _get_permission_from_run_id() -> Any:
+        run_id = _call(GET_REQUEST_PARAM, "run_id")
+        cacheable = isinstance(run_id, str) and bool(run_id)
+        experiment_id = lookup(run_id) if cacheable else None
+        if experiment_id is None:
+            experiment_id = tracking_store().get_run(run_id).info.experiment_id
+            if cacheable:
+                remember(run_id, str(experiment_id))
+        username = _call(AUTHENTICATE_REQUEST).username
+        get_experiment = tracking_store().get_experiment
+        role_permission = _call(
+            ROLE_PERMISSION_FOR,
+            username,
+            "experiment",
+            experiment_id,
+            experiment_id,
+            get_experiment,
+            "experiment",
+        )
+        return _call(ROLE_PERMISSION_OR_DEFAULT, role_permission)
+
+    _replace(RUN_PERMISSION, _get_permission_from_run_id)
 
 
 def fastapi_validator(path: str, method: str) -> Any:

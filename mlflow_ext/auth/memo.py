@@ -16,8 +16,9 @@ cheap without ever serving a decision made on data older than the last change:
   acknowledged reads a newer generation and finds the memo empty, on every worker of every replica.
   A worker that made the change stops using the memo for the rest of that request too.
 - ``RunExperiments`` remembers run id -> experiment id, which never changes (MLflow has no way to move a
-  run), so it needs no generation. MLflow's ``_run_requirement`` is replaced by one that asks it first
-  and falls back to MLflow's own on a miss. Runs that do not exist are never remembered.
+  run), so it needs no generation. MLflow's run resolver (``_run_requirement``; up to MLflow 3.16
+  ``_get_permission_from_run_id``) is replaced by one that asks it first and falls back to MLflow's own
+  on a miss. Runs that do not exist are never remembered.
 """
 
 from __future__ import annotations
@@ -188,19 +189,6 @@ class RunExperiments:
 
 
 def wrap_run_requirement(runs: RunExperiments) -> None:
-    """Replace MLflow's ``_run_requirement`` (all run-scoped validators call it through the module)."""
-    current = mlflow_internals.run_requirement()
-    original = getattr(current, "__wrapped__", current)
-
-    @functools.wraps(original)
-    def _run_requirement(run_id: str, action: str) -> Any:
-        if isinstance(run_id, str) and run_id:
-            experiment_id = runs.get(run_id)
-            if experiment_id is not None:
-                return mlflow_internals.run_requirement_for_experiment(experiment_id, action)
-        resolved = original(run_id, action)
-        if resolved is not None and isinstance(run_id, str) and run_id:
-            runs.put(run_id, str(resolved[0][1]))
-        return resolved
-
-    mlflow_internals.replace_run_requirement(_run_requirement)
+    """Make MLflow's run-scoped validators ask ``runs`` for a run's experiment before reading the run
+    (``_run_requirement`` since MLflow 3.17, ``_get_permission_from_run_id`` before: mlflow_internals)."""
+    mlflow_internals.remember_run_experiments(runs.get, runs.put)

@@ -189,32 +189,38 @@ def _then(first: Callable[[], bool], original: Callable[[], bool]) -> Callable[[
     return validator
 
 
+def _is_protected_alias_route(path: str, method: str) -> bool:
+    """The routes that can set, move or remove a protected alias (``protected_change`` reads them)."""
+    if path.endswith(_ALIAS_SUFFIX):
+        return method in ("POST", "DELETE")
+    if path.endswith((_DELETE_VERSION_SUFFIX, _DELETE_MODEL_SUFFIX)):
+        return method == "DELETE"
+    return path.endswith(_RENAME_MODEL_SUFFIX) and method == "POST"
+
+
 def wrap_validators() -> dict[str, int]:
     """Wrap MLflow's validators in place; returns how many routes each rule covers (for tests)."""
     mlflow_validator = mlflow_internals.auth_validator
+    alias = ("alias", _protected_alias_check)
+    rules = {
+        "validate_can_create_experiment": ("create_experiment", _create_experiment_check),
+        "validate_can_create_registered_model": ("create_registered_model", _create_registered_model_check),
+        "validate_can_list_users": ("list_users", _list_users_check),
+        "validate_can_set_model_or_prompt_version_alias": alias,
+        "validate_can_delete_model_or_prompt_version_alias": alias,
+        "validate_can_delete_model_or_prompt_version": alias,
+        "validate_can_delete_registered_model_or_prompt_cascade": alias,
+    }
+    # A validator this MLflow lacks is None: up to 3.16 the alias routes share the registry's generic
+    # validators with other routes, so those are found by path below (rename is, on every version).
     by_validator = {
-        mlflow_validator("validate_can_create_experiment"): ("create_experiment", _create_experiment_check),
-        mlflow_validator("validate_can_create_registered_model"): (
-            "create_registered_model",
-            _create_registered_model_check,
-        ),
-        mlflow_validator("validate_can_list_users"): ("list_users", _list_users_check),
-        mlflow_validator("validate_can_set_model_or_prompt_version_alias"): ("alias", _protected_alias_check),
-        mlflow_validator("validate_can_delete_model_or_prompt_version_alias"): (
-            "alias",
-            _protected_alias_check,
-        ),
-        mlflow_validator("validate_can_delete_model_or_prompt_version"): ("alias", _protected_alias_check),
-        mlflow_validator("validate_can_delete_registered_model_or_prompt_cascade"): (
-            "alias",
-            _protected_alias_check,
-        ),
+        validator: rule for name, rule in rules.items() if (validator := mlflow_validator(name)) is not None
     }
     counts: dict[str, int] = {}
     for (path, method), validator in mlflow_internals.route_validators().items():
         rule = by_validator.get(validator)
-        if rule is None and path.endswith(_RENAME_MODEL_SUFFIX):
-            rule = ("alias", _protected_alias_check)
+        if rule is None and _is_protected_alias_route(path, method):
+            rule = alias
         if rule is not None:
             mlflow_internals.set_route_validator(path, method, _then(rule[1], validator))
             counts[rule[0]] = counts.get(rule[0], 0) + 1

@@ -1,9 +1,11 @@
 """Drift guard: the MLflow internals mlflow_ext relies on are still there, as its wrappers use them.
 
 ``mlflow_ext.mlflow_internals.INTERNALS`` is the list; each entry is checked against the installed MLflow
-(the version pinned in requirements/server.lock). A failure names the internal, the mlflow_ext module
-that uses it and the MLflow version: adapt mlflow_ext/mlflow_internals.py, nowhere else. The last test
-keeps the rest of the package from reaching into MLflow's privates directly.
+(the version pinned in requirements/server.lock, or the previous minor's requirements/server-3.16.lock
+in a venv of its own). An internal bounded to other minors (``since`` / ``until``) is skipped, naming the
+range; every other one must be there. A failure names the internal, the mlflow_ext module that uses it
+and the MLflow version: adapt mlflow_ext/mlflow_internals.py, nowhere else. The last test keeps the rest
+of the package from reaching into MLflow's privates directly.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def _check_params(internal: Internal, target: Any, passed: tuple[str, ...]) -> N
 
 @pytest.mark.parametrize("internal", INTERNALS, ids=lambda internal: internal.qualname)
 def test_each_internal_is_as_mlflow_ext_uses_it(internal: Internal) -> None:
+    if not mlflow_internals.applies(internal):
+        installed = mlflow_internals.mlflow_version()
+        pytest.skip(f"{internal.qualname} exists in MLflow {internal.versions}, not {installed}")
     target = _target(internal)
     if internal.kind is not None and not isinstance(target, internal.kind):
         _fail(internal, f"is a {type(target).__name__}, not a {internal.kind.__name__}")
@@ -124,8 +129,29 @@ def test_the_wrapped_validators_still_decide_routes() -> None:
     table = _resolve(mlflow_internals.BEFORE_REQUEST_VALIDATORS)
     in_use = set(table.values())
     for internal in mlflow_internals.AUTH_VALIDATORS:
-        if _resolve(internal) not in in_use:
+        if mlflow_internals.applies(internal) and _resolve(internal) not in in_use:
             _fail(internal, "decides no route in BEFORE_REQUEST_VALIDATORS any more")
+
+
+def test_the_installed_mlflow_is_a_supported_minor() -> None:
+    """A minor the table was not checked against may lack a bounded internal's counterpart unnoticed."""
+    version = mlflow_internals.mlflow_version()
+    assert ".".join(version.split(".")[:2]) in mlflow_internals.SUPPORTED_MINORS, (
+        f"MLflow {version} is not in mlflow_internals.SUPPORTED_MINORS {mlflow_internals.SUPPORTED_MINORS}: "
+        "check the internals bounded by since/until against it, then add it"
+    )
+
+
+def test_version_bounds_are_supported_minors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each bound names a supported minor, and an internal applies exactly inside its bounds."""
+    for internal in INTERNALS:
+        for bound in (internal.since, internal.until):
+            assert bound is None or bound in mlflow_internals.SUPPORTED_MINORS, internal.qualname
+    bounded = Internal("m", "n", "u", since="3.16", until="3.17")
+    for version, expected in (("3.15.9", False), ("3.16.0", True), ("3.17.2", True), ("3.18.0rc1", False)):
+        monkeypatch.setattr(mlflow_internals, "mlflow_version", lambda version=version: version)
+        assert mlflow_internals.applies(bounded) is expected, version
+        assert mlflow_internals.applies(Internal("m", "n", "u")) is True
 
 
 def test_every_listed_internal_is_in_the_table() -> None:

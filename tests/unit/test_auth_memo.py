@@ -8,8 +8,18 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
+from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import memo, store
 from mlflow_ext.auth.memo import AuthMemo, RunExperiments
+
+# The run resolver mlflow_ext replaces: _run_requirement since MLflow 3.17, _get_permission_from_run_id
+# up to 3.16 (the previous minor's tests run in a venv of requirements/server-3.16.lock).
+since_3_17 = pytest.mark.skipif(
+    not mlflow_internals.applies(mlflow_internals.RUN_REQUIREMENT), reason="MLflow 3.17 and later"
+)
+up_to_3_16 = pytest.mark.skipif(
+    not mlflow_internals.applies(mlflow_internals.RUN_PERMISSION), reason="MLflow 3.16 and earlier"
+)
 
 
 def test_memo_answers_only_requests_of_the_newest_generation():
@@ -68,7 +78,8 @@ def test_every_public_method_of_mlflows_store_is_a_memoised_read_a_read_or_a_bum
     public = {
         n for n in dir(SqlAlchemyStore) if not n.startswith("_") and callable(getattr(SqlAlchemyStore, n))
     }
-    assert set(wrapped.kinds["memoized"]) == set(memo.MEMOIZED_READS)
+    # MLflow 3.16's store has no list_grants (its validators read get_role_permission_for_resource).
+    assert set(wrapped.kinds["memoized"]) == {n for n in memo.MEMOIZED_READS if n in public}
     bumping = set(wrapped.kinds["bumping"])
     reads = {n for n in public if n.startswith(memo.READ_PREFIXES)}
     assert public == reads | bumping | memo.NOT_WRITES
@@ -96,6 +107,7 @@ def test_every_public_method_of_mlflows_store_is_a_memoised_read_a_read_or_a_bum
     } <= bumping
 
 
+@since_3_17  # list_grants
 def test_reads_are_memoised_within_a_generation_and_every_write_drops_them(wrapped):
     users, ext, m = wrapped.users, wrapped.ext, wrapped.memo
     users.create_user("alice", "a-long-enough-password-1")
@@ -153,6 +165,7 @@ def test_rights_bump_the_generation(tmp_path):
     engine.dispose()
 
 
+@since_3_17
 def test_run_requirement_from_the_cache_equals_mlflows(monkeypatch):
     import mlflow.server.auth as auth_module
 
@@ -177,4 +190,51 @@ def test_run_requirement_from_the_cache_equals_mlflows(monkeypatch):
     assert calls.count("r1") == 3  # one miss, then the cache (plus the two comparisons)
     assert auth_module._run_requirement("gone", "read") is None
     assert auth_module._run_requirement("gone", "read") is None
+    assert calls.count("gone") == 2  # a missing run is never remembered
+
+
+@up_to_3_16
+def test_run_permission_from_the_cache_equals_mlflows(monkeypatch):
+    import mlflow.server.auth as auth_module
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+    from mlflow.server.auth.permissions import EDIT
+
+    run = SimpleNamespace(info=SimpleNamespace(experiment_id="42"))
+    calls: list[str] = []
+    asked: list[tuple[str, ...]] = []
+
+    def get_run(run_id):
+        calls.append(run_id)
+        if run_id != "r1":
+            raise MlflowException("no such run", RESOURCE_DOES_NOT_EXIST)
+        return run
+
+    def role_permission_for(
+        username, resource_type, resource_key, workspace_lookup_id, workspace_fetcher, workspace_label
+    ):
+        asked.append((username, resource_type, resource_key, workspace_lookup_id, workspace_label))
+        return lambda: (
+            EDIT if (username, resource_type, resource_key) == ("alice", "experiment", "42") else None
+        )
+
+    tracking = SimpleNamespace(get_run=get_run, get_experiment=lambda experiment_id: None)
+    monkeypatch.setattr(auth_module, "_get_tracking_store", lambda: tracking)
+    monkeypatch.setattr("mlflow.server.handlers._get_tracking_store", lambda: tracking)
+    monkeypatch.setattr(auth_module, "authenticate_request", lambda: SimpleNamespace(username="alice"))
+    monkeypatch.setattr(auth_module, "_role_permission_for", role_permission_for)
+    monkeypatch.setattr(auth_module, "_get_permission_from_run_id", auth_module._get_permission_from_run_id)
+    original = auth_module._get_permission_from_run_id
+    memo.wrap_run_requirement(RunExperiments())
+    app = Flask(__name__)
+    with app.test_request_context("/api/2.0/mlflow/runs/get?run_id=r1"):
+        for _ in range(2):
+            assert auth_module._get_permission_from_run_id() == original() == EDIT
+        assert auth_module.validate_can_update_run() and not auth_module.validate_can_manage_run()
+    assert calls.count("r1") == 3  # one miss, then the cache (plus the two comparisons)
+    assert set(asked) == {("alice", "experiment", "42", "42", "experiment")}
+    with app.test_request_context("/api/2.0/mlflow/runs/get?run_id=gone"):
+        for _ in range(2):
+            with pytest.raises(MlflowException, match="no such run"):
+                auth_module._get_permission_from_run_id()
     assert calls.count("gone") == 2  # a missing run is never remembered
