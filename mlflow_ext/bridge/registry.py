@@ -7,6 +7,10 @@ from typing import Any
 
 from mlflow_ext.bridge.delivery import RegistryUnavailable, VersionMissing
 
+# Beyond this many route patterns (a generated routing file has one per catalog model), one scan of every
+# model in pages is cheaper than a search per pattern.
+MAX_FILTERED_SEARCHES = 20
+
 
 def _like_prefilter(pattern: str) -> str | None:
     """A search filter selecting a superset of what the fnmatch pattern matches (None: no filter)."""
@@ -44,7 +48,7 @@ class MlflowRegistry:
     def aliases(self, patterns: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
         """(model name, {alias: version}) for every model a pattern may match (a superset)."""
         filters = {_like_prefilter(p) for p in patterns}
-        if None in filters:
+        if None in filters or len(filters) > MAX_FILTERED_SEARCHES:
             filters = {None}
         seen: set[str] = set()
         for filter_string in sorted(filters, key=str):
