@@ -9,7 +9,6 @@ other converges, hold /tmp/mlflow-platform-infra.lock for the whole run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets as random_secrets
@@ -157,15 +156,9 @@ def gocd_target(platform: Platform, units: harness.Units, table: Table):
             if line.split("=", 1)[0] not in {*replaced, "MLFLOW_EXT_BRIDGE_GOCD_PASSWORD"}
         ]
         lines += [f"{k}={v}" for k, v in replaced.items()]
-        routes = {
-            "routes": [{"model": target.prefix + "*", "alias": target.alias, "pipeline": target.pipeline}]
-        }
         _write(BRIDGE_ENV_FILE, "\n".join(lines) + "\n", env_stat)
-        _write(
-            BRIDGE_ROUTES,
-            "# make chaos: restored when the suite ends\n" + json.dumps(routes) + "\n",
-            routes_stat,
-        )
+        target.routes_path = Path(BRIDGE_ROUTES)
+        target.write_routes()
         units.restart(harness.BRIDGE_UNIT)
         if not harness.wait_until(lambda: harness.http_ok(harness.BRIDGE_HEALTH), 60):
             pytest.fail("the GoCD bridge does not answer on 127.0.0.1:5100 after its restart")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import random
@@ -680,15 +681,48 @@ def probing(probe: Probe) -> Iterator[Probe]:
 
 @dataclass
 class GoCDTarget:
-    """The fake GoCD the provisioned bridge delivers to for this session, and the route that leads there."""
+    """The fake GoCD the provisioned bridge delivers to for this session, and the routes that lead there: one
+    route from the session's prefix to its pipeline, or, inside ``own_pipelines``, each model to its own."""
 
     gocd: Any  # tests.support.fake_gocd.FakeGoCD
     pipeline: str
     prefix: str
     alias: str = "production"
+    routes_path: Path | None = None  # the provisioned bridge's routing file, rewritten in place
+    own: dict[str, str] = field(default_factory=dict)  # model -> its own release pipeline
+
+    def pipeline_of(self, model: str) -> str:
+        return self.own.get(model, self.pipeline)
 
     def schedules(self) -> list[Any]:
-        return self.gocd.schedules(self.pipeline)
+        pipelines = {self.pipeline, *self.own.values()}
+        return [s for s in self.gocd.schedules() if s.pipeline in pipelines]
+
+    def write_routes(self) -> None:
+        """The routing file for the current layout (owner and mode kept: the file is rewritten, not replaced;
+        the bridge reloads it when it changes)."""
+        assert self.routes_path is not None
+        if self.own:
+            routes = [{"model": m, "alias": self.alias, "pipeline": p} for m, p in self.own.items()]
+        else:
+            routes = [{"model": self.prefix + "*", "alias": self.alias, "pipeline": self.pipeline}]
+        text = "# make chaos: restored when the suite ends\n" + json.dumps({"routes": routes}) + "\n"
+        self.routes_path.write_text(text, encoding="utf-8")
+
+    @contextlib.contextmanager
+    def own_pipelines(self, models: list[tuple[str, str]], variables: tuple[str, ...]) -> Iterator[None]:
+        """Each model routed to a release pipeline of its own, as `mlflow-ext gocd generate` lays them out.
+        (Triggers into one pipeline are serial by GoCD's contract: 409 while one is forced and not yet
+        scheduled; many promotions of one pipeline measure GoCD, not the platform.)"""
+        for model, _ in models:
+            self.own[model] = f"{model}-release"
+            self.gocd.add_pipeline(self.own[model], variables=variables)
+        self.write_routes()
+        try:
+            yield
+        finally:
+            self.own.clear()
+            self.write_routes()
 
 
 def prepare_models(
@@ -749,7 +783,8 @@ def check_promotions(
         return Counter(
             (s.variables.get("MLFLOW_MODEL_NAME", ""), s.variables.get("MLFLOW_MODEL_VERSION", ""))
             for s in target.schedules()
-            if s.variables.get("MLFLOW_MODEL_ALIAS") == target.alias
+            if s.pipeline == target.pipeline_of(s.variables.get("MLFLOW_MODEL_NAME", ""))
+            and s.variables.get("MLFLOW_MODEL_ALIAS") == target.alias
             and s.variables.get("MLFLOW_MODEL_NAME", "").startswith(target.prefix)
         )
 

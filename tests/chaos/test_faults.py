@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_ext.routing import BRIDGE_VARIABLES
 from tests.chaos import harness
 from tests.chaos.harness import Load, Probe, probing, verify
 
@@ -204,17 +205,18 @@ def test_gocd_answers_503_for_60_s_during_100_promotions(platform, table, gocd_t
     client = harness.new_client()
     models = harness.prepare_models(row, platform.experiment_id, gocd_target, 100)
     gocd = gocd_target.gocd
-    failing_from = time.monotonic()
-    gocd.fail_for(60)
-    try:
-        for model, version in models:
-            harness.promote(row, client, gocd_target, model, version)
-            time.sleep(0.2)
-        time.sleep(max(0.0, failing_from + 60 - time.monotonic()))
-    finally:
-        gocd.fail_for(0)
-    answering = time.monotonic()
-    row.set_recovery(harness.check_promotions(row, gocd_target, since=answering, timeout=60))
+    with gocd_target.own_pipelines(models, BRIDGE_VARIABLES):
+        failing_from = time.monotonic()
+        gocd.fail_for(60)
+        try:
+            for model, version in models:
+                harness.promote(row, client, gocd_target, model, version)
+                time.sleep(0.2)
+            time.sleep(max(0.0, failing_from + 60 - time.monotonic()))
+        finally:
+            gocd.fail_for(0)
+        answering = time.monotonic()
+        row.set_recovery(harness.check_promotions(row, gocd_target, since=answering, timeout=60))
     verify(row)
     _assert(row)
 
