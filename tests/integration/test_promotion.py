@@ -368,7 +368,7 @@ def test_report_records_the_outcome_and_the_gocd_run(promo, client, experiment_i
     assert tags["deploy.status"] == "deployed" and "deploy.message" not in tags
 
     missing = cli(promo, "report", "--status", "deployed", "--model", name, "--version", "999")
-    assert missing.returncode == 1 and "has no version 999" in missing.stderr
+    assert missing.returncode == 8 and "has no version 999" in missing.stderr
 
 
 def test_gates_can_read_the_evaluation_run_of_the_version(promo, client, experiment_id, policies, tmp_path):
