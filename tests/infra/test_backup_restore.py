@@ -226,6 +226,45 @@ def test_a_backup_timer_failing_on_a_full_location_shows_in_metrics():
     assert 'mlflow_backup_last_run_success{kind="secrets"} 1' in server_metrics()
 
 
+def test_a_restore_pointed_at_a_damaged_postgres_backup_stops_before_touching_anything():
+    """One byte flipped in a file of the newest pgBackRest backup set (the file is put back afterwards):
+    restore.yml stops at its check, naming the set and the invalid checksum; the platform keeps serving."""
+    config = json.loads(BACKUP_CONFIG.read_text())
+    listing = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "pgbackrest",
+            f"--stanza={config['stanza']}",
+            "--output=json",
+            "info",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    label = json.loads(listing.stdout)[0]["backup"][-1]["label"]
+    files = Path(config["postgres_location"], "backup", config["stanza"], label, "pg_data").rglob("*")
+    victim = max((f for f in files if f.is_file()), key=lambda f: f.stat().st_size)
+    original = victim.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    try:
+        victim.write_bytes(bytes(damaged))
+        restore = run_playbook("restore-damaged", "restore.yml", "-e", f"backup_restore_set={label}")
+    finally:
+        victim.write_bytes(original)
+    assert restore.returncode != 0
+    assert f"PostgreSQL backup {label}" in restore.output and "is damaged" in restore.output, restore.output[
+        -3000:
+    ]
+    assert "checksum invalid: 1" in restore.output, restore.output[-3000:]
+    assert healthy(), "the platform stopped serving"
+
+
 def empty_bucket(s3_client, bucket: str) -> None:
     """Create the bucket, or empty it of what an earlier run left."""
     if bucket not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:

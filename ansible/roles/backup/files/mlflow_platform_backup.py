@@ -233,7 +233,14 @@ class Backup:
                 f"(available: {', '.join(labels)})"
             )
         chosen = labels[-1] if backup_set == "latest" else backup_set
-        self.pgbackrest(f"--set={chosen}", "verify", what=f"verifying PostgreSQL backup {chosen}")
+        report = self.pgbackrest(
+            f"--set={chosen}", "--output=text", "verify", what=f"verifying PostgreSQL backup {chosen}"
+        ).stdout
+        # pgBackRest 2.45 exits 0 when it finds damaged files: its report says "status: error", then what.
+        if damaged := re.search(r"^status: error[ \t]*$(.*)", report, re.M | re.S):
+            found = " | ".join([line.strip() for line in damaged[1].splitlines() if line.strip()][:6])
+            where = self.c["postgres_location"]
+            raise BackupError(f"PostgreSQL backup {chosen} in {where} is damaged: pgbackrest verify: {found}")
         location = self.c["artifacts_location"]
         listing = self.rclone(
             "lsf",
