@@ -18,18 +18,19 @@ a lock, insert, update, commit). Here:
 
 - ``log_metric``, ``log_param``, ``set_tag``: one statement, one round trip in autocommit. A common table
   expression reads the run and writes only when it exists and is active; its answer says which happened.
-- ``log_batch``: one query reads the run and the batch's existing params, then one multi-statement string
-  (one implicit transaction, so all or nothing) inserts the metrics (``ON CONFLICT DO NOTHING``: MLflow keeps
-  one row per identical metric), upserts ``latest_metrics`` set-based (the batch's newest per key, by step,
-  then timestamp, then value, the first of equals winning, replacing the stored row only when strictly
-  newer, as MLflow compares), inserts the new params and upserts the tags (the last value of a key wins).
+- ``log_batch``: one query reads the run and the batch's existing params, then one transaction: the metrics
+  through ``COPY`` into a temporary table, then one multi-statement string that moves them into ``metrics``
+  (``ON CONFLICT DO NOTHING``: MLflow keeps one row per identical metric), upserts ``latest_metrics``
+  set-based (the batch's newest per key, by step, then timestamp, then value, the first of equals winning,
+  replacing the stored row only when strictly newer, as MLflow compares), inserts the new params and
+  upserts the tags (the last value of a key wins).
 
 What stays MLflow's: everything else, and every failure. Values are checked by MLflow's own validators
 (``mlflow_internals``), before any database work and in MLflow's order, so a bad value gets MLflow's error
 code and message and writes nothing. When the database says the call cannot succeed (no such run, a deleted
 run, a param logged before with another value), the call is handed to MLflow's own method, which raises
 MLflow's exact error. The rare shapes are handed over whole: metrics for a logged model (``model_id``), the
-``mlflow.runName`` tag (it also renames the run).
+``mlflow.runName`` tag (it also renames the run), timestamps or steps that are not integers.
 
 ``tests/integration/test_tracking_store_differential.py`` runs random sequences of calls against MLflow's
 store and this one, on two databases, and compares every answer, every error and the final tables.
@@ -38,6 +39,7 @@ store and this one, on two databases, and compares every answer, every error and
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -60,8 +62,16 @@ _LATEST_UPSERT = (
     "WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value) "
     "> (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
 )
-_METRICS_INSERT = (
-    "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES {rows} ON CONFLICT DO NOTHING"
+# Metrics go through COPY into a temporary table, then over: COPY alone cannot skip a row logged before.
+_METRICS_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS mlflow_ext_metrics_in "
+    "(run_uuid varchar(32), key varchar(250), value double precision, timestamp bigint, step bigint, "
+    "is_nan boolean) ON COMMIT DELETE ROWS"
+)
+_METRICS_COPY = "COPY mlflow_ext_metrics_in (run_uuid, key, value, timestamp, step, is_nan) FROM STDIN"
+_METRICS_FROM_STAGING = (
+    "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) "
+    "SELECT run_uuid, key, value, timestamp, step, is_nan FROM mlflow_ext_metrics_in ON CONFLICT DO NOTHING"
 )
 _PARAMS_INSERT = "INSERT INTO params (run_uuid, key, value) VALUES {rows} ON CONFLICT DO NOTHING"
 _TAGS_UPSERT = (
@@ -161,6 +171,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(rows: list[tuple[Any, ...]]) -> str:
+    """Rows (run_uuid, key, value, timestamp, step, is_nan) in COPY's text format (floats exact by repr)."""
+    return "".join(
+        f"{run}\t{key.translate(_COPY_ESCAPES)}\t{float(value)!r}\t{int(ts)}\t{int(step)}\t"
+        f"{'t' if nan else 'f'}\n"
+        for run, key, value, ts, step, nan in rows
+    )
+
+
 def _sanitized(value: float) -> tuple[bool, float]:
     """(is_nan, stored value), as ``SqlAlchemyStore.sanitize_metric_value``: NaN as 0, infinities as the
     largest finite doubles."""
@@ -184,7 +206,7 @@ class PostgresHotPaths:
     # --- the hot paths ---
 
     def log_metric(self, run_id, metric):
-        if metric.model_id is not None:
+        if metric.model_id is not None or type(metric.timestamp) is not int or type(metric.step) is not int:
             return super().log_metric(run_id, metric)
         mlflow_internals.validate_metric(metric.key, metric.value, metric.timestamp, metric.step, path="")
         is_nan, value = _sanitized(metric.value)
@@ -230,7 +252,12 @@ class PostgresHotPaths:
 
         mlflow_internals.validate_run_id(run_id)
         metrics, params, tags = mlflow_internals.validate_batch(metrics, params, tags)
-        if any(m.model_id is not None for m in metrics) or any(t.key == RUN_NAME_TAG for t in tags):
+        if (
+            any(m.model_id is not None for m in metrics)
+            or any(t.key == RUN_NAME_TAG for t in tags)
+            # A fractional timestamp or step: PostgreSQL rounds it on the way in as MLflow's insert does.
+            or any(type(m.timestamp) is not int or type(m.step) is not int for m in metrics)
+        ):
             return super().log_batch(run_id, metrics, params, tags)
         try:
             self._log_batch(run_id, metrics, params, tags)
@@ -270,12 +297,11 @@ class PostgresHotPaths:
         tag_values = {t.key: t.value for t in tags}  # the last value of a key wins, as in MLflow
         statements: list[tuple[str, list[tuple[Any, ...]]]] = [
             (_PARAMS_INSERT, new_params),
-            (_METRICS_INSERT, metric_rows),
             # Keys in one order in every transaction, so concurrent batches lock rows alike.
             (_LATEST_UPSERT, [newest[key] for key in sorted(newest)]),
             (_TAGS_UPSERT, [(run_id, key, tag_values[key]) for key in sorted(tag_values)]),
         ]
-        self._execute_script(statements)
+        self._write(metric_rows, statements)
 
     def _connection(self) -> Any:
         return self.engine.raw_connection()
@@ -311,17 +337,25 @@ class PostgresHotPaths:
         result: list[tuple[Any, ...]] = self._retrying(work)
         return result
 
-    def _execute_script(self, statements: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> None:
-        """Send every statement with rows as one string: one round trip, one implicit transaction."""
+    def _write(
+        self, metric_rows: list[tuple[Any, ...]], statements: Iterable[tuple[str, list[tuple[Any, ...]]]]
+    ) -> None:
+        """One transaction: the metrics through COPY into a temporary table, then one string with every
+        statement (metrics moved over, params, latest metrics, tags)."""
 
         def work() -> None:
             pooled = self._connection()
             try:
                 connection = pooled.driver_connection
-                connection.autocommit = True
                 try:
                     with connection.cursor() as cursor:
                         parts = []
+                        if metric_rows:
+                            # Created in the transaction: behind a transaction-pooling PgBouncer, a
+                            # connection's temporary table is only certain within one.
+                            cursor.execute(_METRICS_STAGING)
+                            cursor.copy_expert(_METRICS_COPY, io.StringIO(_copy_text(metric_rows)))
+                            parts.append(_METRICS_FROM_STAGING.encode())
                         for template, rows in statements:
                             if not rows:
                                 continue
@@ -330,8 +364,10 @@ class PostgresHotPaths:
                             parts.append(template.encode().replace(b"{rows}", values))
                         if parts:
                             cursor.execute(b";\n".join(parts))
-                finally:
-                    connection.autocommit = False
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
             finally:
                 pooled.close()
 

@@ -37,7 +37,7 @@ KEYS = ["loss", "acc", "a/b", "x.y", "sp ace", "bad*key", "../up", "k" * 251, "m
 PARAM_VALUES = ["1", "2", "", "v" * 6001, "élan"]
 TAG_VALUES = ["t", "u", "", "w" * 8001, "run-name"]
 FLOATS = [0.0, -0.0, 1.5, -2.0, 1e308, math.nan, math.inf, -math.inf, 3.0]
-TIMESTAMPS = [0, 1, 2, 1_700_000_000_000, -1]
+TIMESTAMPS = [0, 1, 2, 1_700_000_000_000, -1, 1.5]
 STEPS = [0, 1, 2, -3]
 
 # Mostly valid values on few keys, steps and timestamps, so that latest_metrics ties and overtakes often (NaN
