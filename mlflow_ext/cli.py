@@ -81,6 +81,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mlflow_ext.commands.stages:smoke_test_command",
         "Send rows of DATA to the deployment's /invocations and check the answers.",
     ),
+    "reproduce": (
+        "mlflow_ext.commands.reproduce:reproduce_command",
+        "Train a model version or run again from its lineage and compare the metrics.",
+    ),
 }
 
 
