@@ -38,11 +38,12 @@ store and this one, on two databases, and compares every answer, every error and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from mlflow_ext import mlflow_internals, settings
@@ -303,36 +304,62 @@ class PostgresHotPaths:
         ]
         self._write(metric_rows, statements)
 
-    def _connection(self) -> Any:
-        return self.engine.raw_connection()
+    @contextlib.contextmanager
+    def _connection(self, autocommit: bool) -> Iterator[Any]:
+        """A psycopg2 connection of the store's pool; without autocommit, one transaction committed at the
+        end. A connection the server dropped is discarded, never handed out again."""
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        try:
+            connection.autocommit = autocommit
+            yield connection
+            if not autocommit:
+                connection.commit()
+        except BaseException:
+            if connection.closed:
+                pooled.invalidate()
+            elif not autocommit:
+                with contextlib.suppress(Exception):
+                    connection.rollback()
+            raise
+        finally:
+            if not connection.closed:
+                connection.autocommit = False
+            pooled.close()
 
     def _retrying(self, work: Any) -> Any:
+        """Run ``work``, again after a deadlock; database errors become MLflow's, as its managed session
+        maps them: an operational error (the database down or restarting) TEMPORARILY_UNAVAILABLE (a 503
+        that MLflow's client retries), any other database error BAD_REQUEST."""
+        import psycopg2
         import psycopg2.errors
+        import sqlalchemy.exc
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
                 return work()
-            except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure):
+            except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_RETRIES:
-                    raise
+                    raise MlflowException(str(exc), TEMPORARILY_UNAVAILABLE) from exc
+            except (
+                psycopg2.OperationalError,
+                psycopg2.InterfaceError,
+                sqlalchemy.exc.OperationalError,
+            ) as exc:
+                raise MlflowException(str(exc), TEMPORARILY_UNAVAILABLE) from exc
+            except (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
+                raise MlflowException(str(exc), BAD_REQUEST) from exc
         return None
 
     def _one_statement(self, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run one statement in autocommit (one round trip) and return its rows."""
 
         def work() -> list[tuple[Any, ...]]:
-            pooled = self._connection()
-            try:
-                connection = pooled.driver_connection
-                connection.autocommit = True
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute(sql, args)
-                        return list(cursor.fetchall())
-                finally:
-                    connection.autocommit = False
-            finally:
-                pooled.close()
+            with self._connection(autocommit=True) as connection, connection.cursor() as cursor:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
 
         result: list[tuple[Any, ...]] = self._retrying(work)
         return result
@@ -344,31 +371,21 @@ class PostgresHotPaths:
         statement (metrics moved over, params, latest metrics, tags)."""
 
         def work() -> None:
-            pooled = self._connection()
-            try:
-                connection = pooled.driver_connection
-                try:
-                    with connection.cursor() as cursor:
-                        parts = []
-                        if metric_rows:
-                            # Created in the transaction: behind a transaction-pooling PgBouncer, a
-                            # connection's temporary table is only certain within one.
-                            cursor.execute(_METRICS_STAGING)
-                            cursor.copy_expert(_METRICS_COPY, io.StringIO(_copy_text(metric_rows)))
-                            parts.append(_METRICS_FROM_STAGING.encode())
-                        for template, rows in statements:
-                            if not rows:
-                                continue
-                            placeholder = "(" + ",".join(["%s"] * len(rows[0])) + ")"
-                            values = b",".join(cursor.mogrify(placeholder, row) for row in rows)
-                            parts.append(template.encode().replace(b"{rows}", values))
-                        if parts:
-                            cursor.execute(b";\n".join(parts))
-                    connection.commit()
-                except BaseException:
-                    connection.rollback()
-                    raise
-            finally:
-                pooled.close()
+            with self._connection(autocommit=False) as connection, connection.cursor() as cursor:
+                parts = []
+                if metric_rows:
+                    # Created in the transaction: behind a transaction-pooling PgBouncer, a connection's
+                    # temporary table is only certain within one.
+                    cursor.execute(_METRICS_STAGING)
+                    cursor.copy_expert(_METRICS_COPY, io.StringIO(_copy_text(metric_rows)))
+                    parts.append(_METRICS_FROM_STAGING.encode())
+                for template, rows in statements:
+                    if not rows:
+                        continue
+                    placeholder = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+                    values = b",".join(cursor.mogrify(placeholder, row) for row in rows)
+                    parts.append(template.encode().replace(b"{rows}", values))
+                if parts:
+                    cursor.execute(b";\n".join(parts))
 
         self._retrying(work)
