@@ -30,7 +30,9 @@ from mlflow_ext.routing import Router
 
 log = logging.getLogger("mlflow_ext.bridge.reconcile")
 
-SETTLE_SECONDS = 5.0
+# A webhook normally lands within a second; one that lands after the pass accepted the same state changes
+# nothing (the outbox is idempotent), so waiting longer only delays a missed promotion.
+SETTLE_SECONDS = 2.0
 
 
 class AliasSource(Protocol):
