@@ -9,7 +9,8 @@ processes, each with its own store and run (four training jobs), log batches of 
 - raw ``COPY`` of the same rows into ``metrics`` (no ``latest_metrics``, no checks): the physical limit.
 
 Stores are called directly (no HTTP), so the ratios are the store's alone. Where the fast store's time goes
-is printed from ``cProfile`` (one client, a few batches).
+is printed from ``cProfile`` (one client, a few batches). Also the median latency of one ``log_metric``
+(one client) through either store.
 """
 
 from __future__ import annotations
@@ -116,6 +117,25 @@ def _throughput(kind: str, uri: str, artifacts: str) -> float:
     return CLIENTS * BATCHES * BATCH / elapsed
 
 
+def _log_metric_p50_ms(kind: str, uri: str, artifacts: str, calls: int = 300) -> float:
+    """Median latency of one log_metric, one client, on a run of its own."""
+    import statistics
+
+    from mlflow.entities import Metric
+
+    store = _store(kind, uri, artifacts)
+    run_id = store.create_run(
+        store.create_experiment(f"latency-{kind}"), "bench", 0, [], "latency"
+    ).info.run_id
+    timings = []
+    for i in range(calls + 10):
+        started = time.perf_counter()
+        store.log_metric(run_id, Metric("loss", 1.0 / (i + 1), int(time.time() * 1000), i))
+        timings.append(time.perf_counter() - started)
+    store.engine.dispose()
+    return statistics.median(timings[10:]) * 1000
+
+
 def _profile(uri: str, artifacts: str) -> str:
     """Where one client's time goes in the fast store (cumulative, top entries)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -157,6 +177,13 @@ def run(results_dir: Path) -> list[dict]:
             pg.psql(f"CREATE DATABASE db_{kind} OWNER bench TEMPLATE template_db")
             measured[kind] = _throughput(kind, f"{base}/db_{kind}", artifacts)
             print(f"   {kind}: {measured[kind]:,.0f} metrics/s", flush=True)
+        latency = {
+            kind: _log_metric_p50_ms(kind, f"{base}/db_{kind}", artifacts) for kind in ("fast", "mlflow")
+        }
+        print(
+            f"   log_metric p50: fast {latency['fast']:.2f} ms, MLflow's {latency['mlflow']:.2f} ms",
+            flush=True,
+        )
         print("   where the fast store's time goes (one client, 4 batches):", flush=True)
         print(_profile(f"{base}/db_fast", artifacts), flush=True)
     finally:
@@ -180,6 +207,14 @@ def run(results_dir: Path) -> list[dict]:
             "platform": measured["fast"],
             "baseline": measured["copy"],
             "ratio": measured["fast"] / measured["copy"],
+        },
+        {
+            **row,
+            "measure": "log_metric p50 latency (ms), 1 client: fast store vs MLflow's SqlAlchemyStore",
+            "platform": latency["fast"],
+            "baseline": latency["mlflow"],
+            "ratio": latency["mlflow"] / latency["fast"],
+            "better": "lower",
         },
         {
             **row,
