@@ -776,11 +776,13 @@ def validate_tag(key: str, value: Any, path: str = "") -> Any:
 
 
 def validate_batch(
-    metrics: list[Any], params: list[Any], tags: list[Any]
+    metrics: list[Any], params: list[Any], tags: list[Any], metrics_checked: bool = False
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """MLflow's checks of a log_batch request, in MLflow's order: every entity, the limits, unique param
-    keys. Returns the metrics, params and tags as MLflow stores them."""
-    metrics, params, tags = _call(VALIDATE_BATCH_LOG_DATA, metrics, params, tags)
+    keys. Returns the metrics, params and tags as MLflow stores them. ``metrics_checked``: the caller has
+    checked each metric as ``_validate_batch_log_data`` does (which returns them unchanged)."""
+    checked, params, tags = _call(VALIDATE_BATCH_LOG_DATA, [] if metrics_checked else metrics, params, tags)
+    metrics = metrics if metrics_checked else checked
     _call(VALIDATE_BATCH_LOG_LIMITS, metrics, params, tags)
     _call(VALIDATE_PARAM_KEYS_UNIQUE, params)
     return metrics, params, tags

@@ -184,6 +184,24 @@ def _copy_text(rows: list[tuple[Any, ...]]) -> str:
     )
 
 
+def _check_metrics(metrics: Sequence[Any]) -> None:
+    """MLflow's check of every metric of a batch, in order (the first bad one raises MLflow's error), with
+    MLflow's validator called once per key: a further metric of a key it passed, whose value is a float or
+    an int, timestamp a non-negative int and step an int, passes every check it would make again."""
+    passed: set[str] = set()
+    for index, m in enumerate(metrics):
+        if (
+            m.key in passed
+            and type(m.value) in (float, int)
+            and type(m.timestamp) is int
+            and m.timestamp >= 0
+            and type(m.step) is int
+        ):
+            continue
+        mlflow_internals.validate_metric(m.key, m.value, m.timestamp, m.step, path=f"metrics[{index}]")
+        passed.add(m.key)
+
+
 def _sanitized(value: float) -> tuple[bool, float]:
     """(is_nan, stored value), as ``SqlAlchemyStore.sanitize_metric_value``: NaN as 0, infinities as the
     largest finite doubles."""
@@ -252,7 +270,8 @@ class PostgresHotPaths:
         from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
         mlflow_internals.validate_run_id(run_id)
-        metrics, params, tags = mlflow_internals.validate_batch(metrics, params, tags)
+        _check_metrics(metrics)
+        metrics, params, tags = mlflow_internals.validate_batch(metrics, params, tags, metrics_checked=True)
         if (
             any(m.model_id is not None for m in metrics)
             or any(t.key == RUN_NAME_TAG for t in tags)
