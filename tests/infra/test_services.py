@@ -132,6 +132,7 @@ def test_resolved_server_settings(host):
     assert settings["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False
     assert settings["MLFLOW_DISABLE_TELEMETRY"] is True
     assert settings["MLFLOW_EXT_MIGRATE_ON_START"] is False
+    assert settings["MLFLOW_EXT_FAST_TRACKING_STORE"] is True
     assert settings["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow-artifacts/"
     assert settings["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8333"
     assert settings["MLFLOW_HOST"] == "127.0.0.1"
@@ -164,3 +165,17 @@ def test_promotion_policy_is_readable_by_the_server_only(host):
     policy = host.file("/etc/mlflow/promotion-policy.yaml")
     assert policy.user == "root" and policy.group == "mlflow" and policy.mode == 0o640
     assert "training_data" in policy.content_string
+
+
+def test_the_server_builds_the_fast_tracking_store_for_postgresql(host):
+    """The provisioned install registers mlflow_ext's store for MLflow's postgresql scheme (entry point)."""
+    python = MLFLOW_CLI.rsplit("/", 1)[0] + "/python"
+    script = (
+        "from mlflow.server.handlers import TrackingStoreRegistryWrapper as R; "
+        "b = R().get_store_builder('postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow'); "
+        "print(b.__module__ + ':' + b.__name__)"
+    )
+    assert (
+        host.check_output(f'MLFLOW_DISABLE_TELEMETRY=true {python} -c "{script}"').splitlines()[-1]
+        == "mlflow_ext.tracking_store:build"
+    )

@@ -27,6 +27,7 @@ def test_valid_environment_fills_defaults():
     assert values["MLFLOW_EXT_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
     assert values["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] is False
     assert values["MLFLOW_DISABLE_TELEMETRY"] is True
+    assert values["MLFLOW_EXT_FAST_TRACKING_STORE"] is True
     assert values["MLFLOW_PORT"] == 5000
 
 
