@@ -324,9 +324,9 @@ def test_environment_listing_is_stored_once_per_hash(trained, client) -> None:
         ("models:/churn/latest", 2, "malformed model URI"),
         ("model:/churn/1", 2, "malformed model URI"),
         ("runs:/", 2, "malformed model URI"),
-        ("models:/no-such-model-anywhere/1", 1, "models:/no-such-model-anywhere/1: not found"),
-        ("models:/no-such-model-anywhere@champion", 1, "not found"),
-        (f"runs:/{'0' * 32}", 1, "not found"),
+        ("models:/no-such-model-anywhere/1", 8, "models:/no-such-model-anywhere/1: not found"),
+        ("models:/no-such-model-anywhere@champion", 8, "not found"),
+        (f"runs:/{'0' * 32}", 8, "not found"),
     ],
 )
 def test_bad_uris_give_clear_errors(platform, uri: str, code: int, message: str) -> None:
