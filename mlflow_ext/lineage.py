@@ -1,9 +1,23 @@
-"""Where a model version came from, in one place: run, parameters, metrics, data, code, environment,
-the GoCD pipeline that built it and who promoted it.
+"""Where a model version came from and what happened to it since, in one place: run, parameters,
+metrics, data, code, environment, the GoCD pipeline that built it, who registered and who promoted it
+(and why), its evaluation against the alias's previous holder, the release that deployed it and the
+runs that reproduced it.
 
 ``collect`` reads the registry and the run (the ``lineage.*`` tags that mlflow_ext.run_context and
 mlflow_ext.data set, MLflow's own ``mlflow.source.*`` tags as a fallback) into a :class:`Lineage`;
-``render_table`` and ``render_json`` show it. Library code: errors are raised, never exit codes.
+``render_table`` and ``render_json`` show it. The tags other parts of the platform leave are read
+here, and their keys defined here, so that the writers and this reader share one name:
+
+- ``promotion.*`` on the version: ``mlflow-ext promote``/``rollback`` and the auth app (policy.audit);
+- ``evaluation.*`` on the version and on the evaluation run: ``mlflow-ext evaluate``;
+- ``gocd.*`` on the version: the bridge, once GoCD scheduled the release (bridge.feedback);
+- ``deploy.*`` on the version: ``mlflow-ext deploy`` (target, name, endpoint) and ``mlflow-ext
+  report`` (status, time, pipeline and counter of the job);
+- ``reproduction.of`` and ``reproduction.status`` on runs: ``mlflow-ext reproduce``.
+
+Who registered a version is MLflow's ``user_id`` of the version, which MLflow's server leaves empty:
+the mlflow-ext-auth app fills it with the authenticated user when the version is created
+(mlflow_ext.auth.registrant).
 """
 
 from __future__ import annotations
@@ -24,6 +38,47 @@ PROMOTION_BY = "promotion.by"
 PROMOTION_AT = "promotion.at"
 PROMOTION_FROM_VERSION = "promotion.from_version"
 PROMOTION_REASON = "promotion.reason"
+PROMOTION_ALIAS = "promotion.alias"
+PROMOTION_ACTION = "promotion.action"  # promote or rollback
+
+# Evaluation: tags `mlflow-ext evaluate` sets on the version (run id, status, baseline, summary) and on
+# its run (model, version, baseline, alias, task, status); the run's metrics are the candidate's
+# (<metric>), the baseline's (baseline_<metric>) and the difference (delta_<metric>).
+EVALUATION_MODEL = "evaluation.model"
+EVALUATION_VERSION = "evaluation.version"
+EVALUATION_BASELINE = "evaluation.baseline_version"
+EVALUATION_ALIAS = "evaluation.alias"
+EVALUATION_TASK = "evaluation.task"
+EVALUATION_STATUS = "evaluation.status"
+EVALUATION_RUN_ID = "evaluation.run_id"
+EVALUATION_SUMMARY = "evaluation.summary"
+BASELINE_PREFIX = "baseline_"
+DELTA_PREFIX = "delta_"
+
+# The GoCD run the bridge scheduled for the version (bridge.feedback).
+GOCD_PIPELINE = "gocd.pipeline"
+GOCD_COUNTER = "gocd.counter"
+GOCD_URL = "gocd.url"
+GOCD_SCHEDULED_AT = "gocd.scheduled_at"
+
+# The deployment: where (`mlflow-ext deploy`) and its outcome (`mlflow-ext report`).
+DEPLOY_TARGET = "deploy.target"
+DEPLOY_NAME = "deploy.name"
+DEPLOY_ENDPOINT = "deploy.endpoint"
+DEPLOY_STATUS = "deploy.status"
+DEPLOY_AT = "deploy.at"
+DEPLOY_MESSAGE = "deploy.message"
+DEPLOY_STAGE = "deploy.stage"
+DEPLOY_PIPELINE = "deploy.pipeline"
+DEPLOY_COUNTER = "deploy.counter"
+DEPLOY_URL = "deploy.url"
+DEPLOY_ALIAS = "deploy.alias"
+
+# Runs of `mlflow-ext reproduce`: which run they train again, and the verdict.
+REPRODUCTION_OF = "reproduction.of"
+REPRODUCTION_STATUS = "reproduction.status"
+MAX_REPRODUCTIONS = 20  # the newest ones; more are rare and the table shows three
+
 MISSING = "—"
 
 # MLflow's own tags, used when the lineage.* ones are absent (runs logged without mlflow_ext).
@@ -82,6 +137,55 @@ class PromotionInfo:
     at: str | None = None
     from_version: str | None = None
     reason: str | None = None
+    alias: str | None = None
+    action: str | None = None
+
+
+@dataclass
+class EvaluationInfo:
+    """The version's last evaluation run: its metrics, the baseline's and the differences."""
+
+    run_id: str
+    status: str | None = None
+    alias: str | None = None
+    baseline_version: str | None = None
+    summary: str | None = None
+    task: str | None = None
+    at: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    deltas: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # the run could not be read (deleted, no permission)
+
+
+@dataclass
+class DeploymentInfo:
+    """The release of the version: the GoCD run the bridge scheduled, where it was deployed, the outcome."""
+
+    gocd_pipeline: str | None = None
+    gocd_counter: str | None = None
+    gocd_url: str | None = None
+    gocd_scheduled_at: str | None = None
+    target: str | None = None
+    name: str | None = None
+    endpoint: str | None = None
+    status: str | None = None
+    at: str | None = None
+    message: str | None = None
+    stage: str | None = None
+    pipeline: str | None = None
+    counter: str | None = None
+    url: str | None = None
+    alias: str | None = None
+
+
+@dataclass
+class ReproductionInfo:
+    run_id: str
+    status: str | None
+    run_status: str
+    started_at: str | None
+    user: str | None
 
 
 @dataclass
@@ -147,12 +251,16 @@ class CIInfo:
 
 @dataclass
 class Lineage:
-    """Everything ``inspect`` shows. ``model`` and ``promotion`` are None for a ``runs:/`` URI."""
+    """Everything ``inspect`` shows. ``model``, ``promotion``, ``evaluation`` and ``deployment`` are
+    None for a ``runs:/`` URI; ``evaluation`` also when the version was never evaluated."""
 
     uri: str
     model: ModelInfo | None
     promotion: PromotionInfo | None
     run: RunInfo | None
+    evaluation: EvaluationInfo | None = None
+    deployment: DeploymentInfo | None = None
+    reproductions: list[ReproductionInfo] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     datasets: list[DatasetInfo] = field(default_factory=list)
@@ -199,6 +307,7 @@ def collect(uri: str, *, client: Any | None = None, tracking_uri: str | None = N
     from mlflow.tracking import MlflowClient
 
     client = client or MlflowClient(tracking_uri=tracking_uri)
+    tags: Mapping[str, str] = {}
     try:
         model, promotion, run_id = None, None, target.run_id
         if target.model is not None:
@@ -222,14 +331,20 @@ def collect(uri: str, *, client: Any | None = None, tracking_uri: str | None = N
                 at=tags.get(PROMOTION_AT),
                 from_version=tags.get(PROMOTION_FROM_VERSION),
                 reason=tags.get(PROMOTION_REASON),
+                alias=tags.get(PROMOTION_ALIAS),
+                action=tags.get(PROMOTION_ACTION),
             )
             run_id = version.run_id or None
             model_id = getattr(version, "model_id", None)
             if not run_id and model_id:  # MLflow 3: through the logged model
                 run_id = client.get_logged_model(str(model_id)).source_run_id
         lineage = Lineage(uri=target.uri, model=model, promotion=promotion, run=None)
+        if model is not None:
+            lineage.deployment = _deployment(tags)
+            lineage.evaluation = _evaluation(client, tags)
         if run_id:
             _add_run(lineage, client, run_id)
+            lineage.reproductions = _reproductions(client, lineage)
         return lineage
     except MlflowException as exc:
         raise _mlflow_error(target.uri, exc) from None
@@ -292,6 +407,84 @@ def _add_run(lineage: Lineage, client: Any, run_id: str) -> None:
     lineage.host = tags.get(keys.HOST_NAME)
     lineage.host_user = tags.get(keys.HOST_USER)
     lineage.notebook = tags.get(keys.NOTEBOOK_PATH)
+
+
+def _deployment(tags: Mapping[str, str]) -> DeploymentInfo:
+    return DeploymentInfo(
+        gocd_pipeline=tags.get(GOCD_PIPELINE),
+        gocd_counter=tags.get(GOCD_COUNTER),
+        gocd_url=tags.get(GOCD_URL),
+        gocd_scheduled_at=tags.get(GOCD_SCHEDULED_AT),
+        target=tags.get(DEPLOY_TARGET),
+        name=tags.get(DEPLOY_NAME),
+        endpoint=tags.get(DEPLOY_ENDPOINT),
+        status=tags.get(DEPLOY_STATUS),
+        at=tags.get(DEPLOY_AT),
+        message=tags.get(DEPLOY_MESSAGE),
+        stage=tags.get(DEPLOY_STAGE),
+        pipeline=tags.get(DEPLOY_PIPELINE),
+        counter=tags.get(DEPLOY_COUNTER),
+        url=tags.get(DEPLOY_URL),
+        alias=tags.get(DEPLOY_ALIAS),
+    )
+
+
+def _evaluation(client: Any, tags: Mapping[str, str]) -> EvaluationInfo | None:
+    """The evaluation run the version's ``evaluation.run_id`` names, split into the candidate's
+    metrics, the baseline's and the differences; the version's tags when the run cannot be read."""
+    run_id = tags.get(EVALUATION_RUN_ID)
+    if not run_id:
+        return None
+    found = EvaluationInfo(
+        run_id=run_id,
+        status=tags.get(EVALUATION_STATUS),
+        baseline_version=tags.get(EVALUATION_BASELINE),
+        summary=tags.get(EVALUATION_SUMMARY),
+    )
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:  # deleted, or a user who may read the version but not that experiment
+        message = getattr(exc, "message", None) or str(exc)
+        found.error = message.splitlines()[0] if message else type(exc).__name__
+        return found
+    run_tags: Mapping[str, str] = run.data.tags
+    found.status = run_tags.get(EVALUATION_STATUS) or found.status
+    found.alias = run_tags.get(EVALUATION_ALIAS)
+    found.baseline_version = run_tags.get(EVALUATION_BASELINE) or found.baseline_version
+    found.task = run_tags.get(EVALUATION_TASK)
+    found.at = _iso(run.info.end_time or run.info.start_time)
+    for key, value in sorted(run.data.metrics.items()):
+        if key.startswith(BASELINE_PREFIX):
+            found.baseline_metrics[key[len(BASELINE_PREFIX) :]] = value
+        elif key.startswith(DELTA_PREFIX):
+            found.deltas[key[len(DELTA_PREFIX) :]] = value
+        else:
+            found.metrics[key] = value
+    return found
+
+
+def _reproductions(client: Any, lineage: Lineage) -> list[ReproductionInfo]:
+    """Runs tagged ``reproduction.of`` = the run, newest first (`mlflow-ext reproduce` puts them in the
+    run's experiment)."""
+    run = lineage.run
+    if run is None:
+        return []
+    runs = client.search_runs(
+        [run.experiment_id],
+        filter_string=f"tags.`{REPRODUCTION_OF}` = '{run.id}'",
+        max_results=MAX_REPRODUCTIONS,
+        order_by=["attributes.start_time DESC"],
+    )
+    return [
+        ReproductionInfo(
+            run_id=found.info.run_id,
+            status=found.data.tags.get(REPRODUCTION_STATUS),
+            run_status=found.info.status,
+            started_at=_iso(found.info.start_time),
+            user=found.data.tags.get(_MLFLOW_USER) or found.info.user_id or None,
+        )
+        for found in runs
+    ]
 
 
 def _prefixed(tags: Mapping[str, str], prefix: str, single: str | None = None) -> dict[str, str]:
@@ -397,6 +590,61 @@ def _pairs(values: Mapping[str, Any], limit: int, number: bool = False) -> list[
     return lines or [MISSING]
 
 
+def _render_evaluation(add: Any, e: EvaluationInfo | None, limit: int) -> None:
+    if e is None:
+        add("evaluation", MISSING)
+        return
+    against = f"version {e.baseline_version}" if e.baseline_version else "no baseline"
+    if e.alias:
+        against += f" (previous @{e.alias})"
+    add("evaluation", f"run {e.run_id} ({_v(e.status)}) against {against}, {_v(e.at)}")
+    if e.error:
+        add("", f"{_v(e.summary)}; run unreadable: {e.error}")
+        return
+    scores: dict[str, str] = {}
+    for metric, value in e.metrics.items():
+        text = f"{value:.6g}"
+        if metric in e.baseline_metrics:
+            delta = e.deltas.get(metric, value - e.baseline_metrics[metric])
+            text += f" (v{e.baseline_version or '?'} {e.baseline_metrics[metric]:.6g}, {delta:+.3g})"
+        scores[metric] = text
+    add("eval metrics", *_pairs(scores, limit))
+
+
+def _render_deployment(add: Any, d: DeploymentInfo) -> None:
+    if d.gocd_pipeline or d.gocd_counter:
+        add(
+            "release", f"gocd {_v(d.gocd_pipeline)} #{_v(d.gocd_counter)} scheduled {_v(d.gocd_scheduled_at)}"
+        )
+        add("release url", _v(d.gocd_url))
+    else:
+        add("release", MISSING)
+    if d.status:
+        where = f"{_v(d.pipeline)} #{_v(d.counter)}" + (f" stage {d.stage}" if d.stage else "")
+        alias = f" as @{d.alias}" if d.alias else ""
+        add("deployed", f"{d.status} at {_v(d.at)}{alias} by {where}")
+        if d.message:
+            add("", d.message if len(d.message) <= 84 else d.message[:83] + "…")
+    if d.target or d.name:
+        endpoint = f" at {d.endpoint}" if d.endpoint else ""
+        add("deployed to", f"{_v(d.target)} {_v(d.name)}{endpoint}")
+    if not d.status and not (d.target or d.name):
+        add("deployed", MISSING)
+
+
+def _render_reproductions(add: Any, found: list[ReproductionInfo], shown: int = 3) -> None:
+    if not found:
+        add("reproduced", MISSING)
+        return
+    lines = [
+        f"{item.run_id} {_v(item.status)} ({item.run_status}, {_v(item.started_at)} by {_v(item.user)})"
+        for item in found[:shown]
+    ]
+    if len(found) > shown:
+        lines.append(f"(+{len(found) - shown} more: --output json)")
+    add("reproduced", *lines)
+
+
 def render_table(lineage: Lineage, *, limit: int = 12) -> str:
     """A one-screen, human-readable view; MISSING (—) marks what was not recorded."""
     rows: list[tuple[str, str]] = []
@@ -413,8 +661,14 @@ def render_table(lineage: Lineage, *, limit: int = 12) -> str:
     if lineage.promotion is not None:
         p = lineage.promotion
         add("promoted by", _v(p.by))
-        add("promoted at", f"{_v(p.at)} (from version {_v(p.from_version)})")
+        move = f" to @{p.alias}" if p.alias else ""
+        move += ", a rollback" if p.action == "rollback" else ""
+        add("promoted at", f"{_v(p.at)} (from version {_v(p.from_version)}{move})")
         add("reason", _v(p.reason))
+    if lineage.model is not None:
+        _render_evaluation(add, lineage.evaluation, limit)
+    if lineage.deployment is not None:
+        _render_deployment(add, lineage.deployment)
     r = lineage.run
     if r is None:
         add("run", MISSING)
@@ -459,5 +713,7 @@ def render_table(lineage: Lineage, *, limit: int = 12) -> str:
         )
     add("params", *_pairs(lineage.params, limit))
     add("metrics", *_pairs(lineage.metrics, limit, number=True))
+    if lineage.run is not None:
+        _render_reproductions(add, lineage.reproductions)
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n"

@@ -101,6 +101,21 @@ AUTH_USERNAME_COLUMN = Internal(
 # --- the server's stores ---
 MODEL_REGISTRY_STORE = Internal(_HANDLERS, "_get_model_registry_store", "mlflow_ext.auth", params=())
 TRACKING_STORE = Internal(_HANDLERS, "_get_tracking_store", "mlflow_ext.auth", params=())
+# Who registered a version: MLflow's model_versions.user_id, which no MLflow API sets (the server leaves it
+# empty); the auth app writes it through the registry store's session and MLflow's row class.
+_REGISTRY_SQL_STORE = "mlflow.store.model_registry.sqlalchemy_store"
+REGISTRY_SESSION = Internal(
+    _REGISTRY_SQL_STORE,
+    "SqlAlchemyStore.ManagedSessionMaker",
+    "mlflow_ext.auth.registrant",
+    instance_args=("sqlite:///:memory:",),
+)
+MODEL_VERSION_ROW = Internal(
+    "mlflow.store.model_registry.dbmodels.models",
+    "SqlModelVersion",
+    "mlflow_ext.auth.registrant",
+    attributes=("name", "version", "user_id"),
+)
 
 # --- the basic-auth app (mlflow_ext.auth) ---
 AUTH_STORE = Internal(_AUTH, "store", "mlflow_ext.auth.app", attributes=("init_db", "authenticate_user"))
@@ -358,6 +373,8 @@ INTERNALS: tuple[Internal, ...] = (
     AUTH_USERNAME_COLUMN,
     MODEL_REGISTRY_STORE,
     TRACKING_STORE,
+    REGISTRY_SESSION,
+    MODEL_VERSION_ROW,
     AUTH_STORE,
     AUTH_CONFIG,
     DISABLED_LEGACY_ADMIN_LOGIN,
@@ -521,6 +538,27 @@ def registry_store() -> Any:
 def tracking_store() -> Any:
     """The tracking store of this server process (as MLflow's handlers use it)."""
     return _call(TRACKING_STORE)
+
+
+def set_model_version_user(name: str, version: str, user: str) -> bool:
+    """Fill ``user_id`` of a version in this server's registry when it is empty; False when nothing was
+    written (a registry that is not MLflow's SQL store, a version gone or with a user already)."""
+    store = registry_store()
+    sessions = getattr(store, _member_name(REGISTRY_SESSION), None)
+    if sessions is None:  # not the SQL store: nowhere to record it
+        return False
+    row = resolve(MODEL_VERSION_ROW)
+    with sessions() as session:
+        updated = (
+            session.query(row)
+            .filter(row.name == name, row.version == int(version), row.user_id.is_(None))
+            .update({row.user_id: user}, synchronize_session=False)
+        )
+    return bool(updated)
+
+
+def _member_name(internal: Internal) -> str:
+    return internal.name.rsplit(".", 1)[-1]
 
 
 # --- the basic-auth app ---

@@ -13,7 +13,8 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
    authorization path are memoised per generation, and runs' experiments are remembered (``memo``);
 5. MLflow's FastAPI permission middleware is fronted by a pure-ASGI one (``asgi``) that hands the
    requests MLflow's middleware would only pass on straight to Flask, without its per-request cost;
-6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all.
+6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all;
+7. a new model version gets the authenticated user as its ``user_id`` (``registrant``).
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -26,7 +27,7 @@ import os
 from typing import Any
 
 from mlflow_ext import mlflow_internals
-from mlflow_ext.auth import asgi, authn, config, guard, metrics, policy, ready, routes
+from mlflow_ext.auth import asgi, authn, config, guard, metrics, policy, ready, registrant, routes
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
 from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
@@ -82,6 +83,7 @@ def create_app() -> Any:
         )
     )
     policy.install(flask_app)
+    registrant.install(flask_app)  # who registered a version: its user_id
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)

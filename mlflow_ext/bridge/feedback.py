@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from mlflow_ext.bridge.delivery import GoCD, RegistryUnavailable, VersionMissing
 from mlflow_ext.bridge.outbox import Outbox, now_ms
+from mlflow_ext.lineage import GOCD_COUNTER, GOCD_PIPELINE, GOCD_SCHEDULED_AT, GOCD_URL
 
 log = logging.getLogger("mlflow_ext.bridge.feedback")
 
@@ -25,10 +26,10 @@ def tags_for(row: Any, gocd: GoCD) -> dict[str, str]:
     scheduled = datetime.fromtimestamp((row.scheduled_at or row.delivered_at) / 1000, tz=UTC)
     # Written in this order: gocd.counter last, so a reader that sees it sees all four.
     return {
-        "gocd.pipeline": row.pipeline,
-        "gocd.url": gocd.instance_url(row.pipeline, int(row.counter)),
-        "gocd.scheduled_at": scheduled.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "gocd.counter": str(row.counter),
+        GOCD_PIPELINE: row.pipeline,
+        GOCD_URL: gocd.instance_url(row.pipeline, int(row.counter)),
+        GOCD_SCHEDULED_AT: scheduled.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        GOCD_COUNTER: str(row.counter),
     }
 
 

@@ -11,14 +11,15 @@ from typing import Any
 
 import click
 
+from mlflow_ext import lineage
 from mlflow_ext.commands.options import dry_run_option, emit, output_option, server, tracking_option
 from mlflow_ext.errors import ConfigError, StageFailed
 from mlflow_ext.stages import common, evaluate, register, smoke_test, verify_data
 from mlflow_ext.stages.deploy import DeployRequest, get_target
 
-DEPLOY_TAG_TARGET = "deploy.target"
-DEPLOY_TAG_NAME = "deploy.name"
-DEPLOY_TAG_ENDPOINT = "deploy.endpoint"
+DEPLOY_TAG_TARGET = lineage.DEPLOY_TARGET
+DEPLOY_TAG_NAME = lineage.DEPLOY_NAME
+DEPLOY_TAG_ENDPOINT = lineage.DEPLOY_ENDPOINT
 
 
 def _blank(value: str | None) -> str | None:

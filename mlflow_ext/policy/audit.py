@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from mlflow_ext.lineage import PROMOTION_AT, PROMOTION_BY, PROMOTION_FROM_VERSION, PROMOTION_REASON
+from mlflow_ext.lineage import (
+    PROMOTION_ACTION,
+    PROMOTION_ALIAS,
+    PROMOTION_AT,
+    PROMOTION_BY,
+    PROMOTION_FROM_VERSION,
+    PROMOTION_REASON,
+)
 
-PROMOTION_ALIAS = "promotion.alias"
-PROMOTION_ACTION = "promotion.action"  # promote or rollback
 KEYS = (
     PROMOTION_BY,
     PROMOTION_AT,

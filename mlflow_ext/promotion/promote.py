@@ -20,6 +20,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow_ext.errors import PromotionError, PromotionNotFound, PromotionRejected
+from mlflow_ext.lineage import (
+    DEPLOY_ALIAS,
+    DEPLOY_AT,
+    DEPLOY_COUNTER,
+    DEPLOY_MESSAGE,
+    DEPLOY_PIPELINE,
+    DEPLOY_STAGE,
+    DEPLOY_STATUS,
+    DEPLOY_URL,
+)
 from mlflow_ext.policy import audit
 from mlflow_ext.policy.gates import (
     Candidate,
@@ -35,15 +45,7 @@ from mlflow_ext.run_context import pipeline_url
 
 _logger = logging.getLogger(__name__)
 
-# Tags `mlflow-ext report` writes on the version.
-DEPLOY_STATUS = "deploy.status"
-DEPLOY_AT = "deploy.at"
-DEPLOY_MESSAGE = "deploy.message"
-DEPLOY_STAGE = "deploy.stage"
-DEPLOY_PIPELINE = "deploy.pipeline"
-DEPLOY_COUNTER = "deploy.counter"
-DEPLOY_URL = "deploy.url"
-DEPLOY_ALIAS = "deploy.alias"
+# Tags `mlflow-ext report` writes on the version (keys in mlflow_ext.lineage, which reads them back).
 DEPLOY_KEYS = (
     DEPLOY_STATUS,
     DEPLOY_AT,

@@ -31,20 +31,21 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlflow_ext import lineage
 from mlflow_ext.data import log_data
 from mlflow_ext.errors import StageFailed
-from mlflow_ext.lineage import PROMOTION_FROM_VERSION
-from mlflow_ext.policy.audit import PROMOTION_ACTION, PROMOTION_ALIAS
+from mlflow_ext.lineage import PROMOTION_ACTION, PROMOTION_ALIAS, PROMOTION_FROM_VERSION
 from mlflow_ext.stages.common import get_version, mlflow_message, version_run_id
 
-TAG_MODEL = "evaluation.model"
-TAG_VERSION = "evaluation.version"
-TAG_BASELINE = "evaluation.baseline_version"
-TAG_ALIAS = "evaluation.alias"
-TAG_TASK = "evaluation.task"
-TAG_STATUS = "evaluation.status"
-TAG_RUN_ID = "evaluation.run_id"
-TAG_SUMMARY = "evaluation.summary"
+# Read back by `mlflow-ext inspect` (mlflow_ext.lineage), where the keys live.
+TAG_MODEL = lineage.EVALUATION_MODEL
+TAG_VERSION = lineage.EVALUATION_VERSION
+TAG_BASELINE = lineage.EVALUATION_BASELINE
+TAG_ALIAS = lineage.EVALUATION_ALIAS
+TAG_TASK = lineage.EVALUATION_TASK
+TAG_STATUS = lineage.EVALUATION_STATUS
+TAG_RUN_ID = lineage.EVALUATION_RUN_ID
+TAG_SUMMARY = lineage.EVALUATION_SUMMARY
 
 PRIMARY = {"classification": ("accuracy", True), "regression": ("rmse", False)}  # metric, higher is better
 _MAX_CLASSES = 20

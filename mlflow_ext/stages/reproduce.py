@@ -35,10 +35,8 @@ from typing import Any
 from mlflow_ext import run_context as keys
 from mlflow_ext.data import fingerprint
 from mlflow_ext.errors import DataError, LineageError, StageFailed
-from mlflow_ext.lineage import parse_uri
+from mlflow_ext.lineage import REPRODUCTION_OF, REPRODUCTION_STATUS, parse_uri
 
-REPRODUCTION_OF = "reproduction.of"
-REPRODUCTION_STATUS = "reproduction.status"
 _INTERPRETER = re.compile(r"^python(\d+(\.\d+)?)?$")
 _FINGERPRINT = re.compile(r"^lineage\.data\.(.+)\.fingerprint$")
 # The platform's own package: installed from this checkout of it, not from the package index.
