@@ -2,12 +2,13 @@
 PYTHON      ?= /usr/bin/python3
 TOOLS_VENV  := .venv/tools
 DEV_VENV    := .venv/dev
+BUILD_VENV  := .venv/build
 INVENTORY   ?= ansible/inventories/local
 ANSIBLE_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help up down backup restore upgrade test test-infra chaos lint bench clean
+.PHONY: help up down backup restore upgrade test test-infra chaos lint bench client clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,6 +22,11 @@ $(DEV_VENV)/.installed: requirements/server.lock requirements/dev.txt pyproject.
 	$(PYTHON) -m venv $(DEV_VENV)
 	$(DEV_VENV)/bin/pip install -q --require-hashes -r requirements/server.lock -r requirements/dev.txt
 	$(DEV_VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(BUILD_VENV)/.installed: requirements/build.txt
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install -q --require-hashes -r requirements/build.txt
 	touch $@
 
 up: $(TOOLS_VENV)/.installed  ## provision the whole platform on this host
@@ -68,5 +74,8 @@ lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy, hadolint
 bench: $(DEV_VENV)/.installed  ## side-by-side benchmarks; results under results/
 	$(DEV_VENV)/bin/python -m tests.bench
 
+client: $(BUILD_VENV)/.installed  ## build the light client wheel (mlflow-platform-client, on mlflow-skinny) into dist/
+	$(BUILD_VENV)/bin/python client/build.py --out dist
+
 clean:  ## remove the venvs and results (never touches provisioned data)
-	rm -rf .venv results build
+	rm -rf .venv results build dist

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from mlflow_ext import __version__
-from mlflow_ext.errors import ExitCode, MlflowExtError
+from mlflow_ext.errors import ConfigError, ExitCode, MlflowExtError
 from mlflow_ext.settings import client
 
 # Command name -> where it lives ("module:attribute") and its one-line help. Modules load only when their
@@ -118,7 +118,16 @@ class LazyGroup(click.Group):
         if cmd_name not in COMMANDS:
             return None
         module_name, attribute = COMMANDS[cmd_name][0].split(":")
-        command = getattr(importlib.import_module(module_name), attribute)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # the light client (client/pyproject.toml) lacks server packages
+            if (exc.name or "").split(".")[0] == "mlflow_ext":
+                raise
+            raise ConfigError(
+                f"`mlflow-ext {cmd_name}` needs the full install (pip install mlflow-ext, on the MLflow "
+                f"server's packages); this one is the light client, without {exc.name}"
+            ) from None
+        command = getattr(module, attribute)
         assert isinstance(command, click.Command)
         _show_envvars(command)
         return command
