@@ -171,3 +171,27 @@ def test_help_names_the_environment_variables(tmp_path):
         assert name in top
     promote = " ".join(cli(["promote", "--help"], tmp_path).stdout.split())
     assert "env var: MLFLOW_TRACKING_URI" in promote and "env var: MLFLOW_EXT_PROMOTION_REASON" in promote
+
+
+def test_an_mlflow_error_the_library_left_untranslated_exits_by_its_error_code():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_ALREADY_EXISTS
+
+    from mlflow_ext.cli import _classify
+
+    exists = MlflowException("Model m already exists.", error_code=RESOURCE_ALREADY_EXISTS)
+    assert _classify(exists) == (ExitCode.CONFLICT, "Model m already exists.")
+    denied = MlflowException("Permission denied", error_code=PERMISSION_DENIED)
+    assert _classify(denied) == (ExitCode.DENIED, "Permission denied")
+    assert _classify(ValueError("a bug")) is None  # a traceback, not a guess
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(None, ExitCode.UNREACHABLE), (401, ExitCode.DENIED), (403, ExitCode.DENIED),
+     (404, ExitCode.NOT_FOUND), (409, ExitCode.CONFLICT), (500, ExitCode.FAILED)],
+)  # fmt: skip
+def test_the_auth_api_answers_map_to_the_shared_codes(status, code):
+    from mlflow_ext.errors import AuthApiError
+
+    assert AuthApiError("x", status=status).exit_code == code
