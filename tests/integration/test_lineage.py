@@ -190,6 +190,8 @@ def test_inspect_json_field_by_field(platform, trained, client, tmp_path: Path) 
         "at": "2025-11-20T10:00:00+00:00",
         "from_version": "0",
         "reason": "beats baseline",
+        "alias": None,
+        "action": None,
     }
     assert got["run"]["id"] == run_id
     assert got["run"]["name"] == "fit"
