@@ -469,12 +469,15 @@ def _reproductions(client: Any, lineage: Lineage) -> list[ReproductionInfo]:
     run = lineage.run
     if run is None:
         return []
-    runs = client.search_runs(
-        [run.experiment_id],
-        filter_string=f"tags.`{REPRODUCTION_OF}` = '{run.id}'",
-        max_results=MAX_REPRODUCTIONS,
-        order_by=["attributes.start_time DESC"],
-    )
+    try:
+        runs = client.search_runs(
+            [run.experiment_id],
+            filter_string=f"tags.`{REPRODUCTION_OF}` = '{run.id}'",
+            max_results=MAX_REPRODUCTIONS,
+            order_by=["attributes.start_time DESC"],
+        )
+    except Exception:  # as for the experiment's name: a user may read the run but not search it
+        return []
     return [
         ReproductionInfo(
             run_id=found.info.run_id,
