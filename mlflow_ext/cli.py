@@ -26,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "inspect": (
         "mlflow_ext.commands.inspect:inspect_command",
-        "Show where a model version came from: run, params, metrics, data, code, environment, pipeline, "
-        "promotion.",
+        "Show where a model version came from and what happened to it since: run, data, code, environment, "
+        "pipeline, registration, promotion, evaluation, release, reproductions.",
     ),
     "promote": (
         "mlflow_ext.commands.promote:promote_command",

@@ -1,4 +1,4 @@
-"""`mlflow-ext inspect URI`: the lineage of a model version or run on one screen."""
+"""`mlflow-ext inspect URI`: the lineage and history of a model version or run on one screen."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ from mlflow_ext.commands.options import server, tracking_option
 )
 @tracking_option()
 def inspect_command(uri: str, output: str, tracking_uri: str | None) -> None:
-    """Show where a model version came from: run, params, metrics, data, code, environment, pipeline,
-    promotion.
+    """Show where a model version came from and what happened to it since: run, data, code, environment,
+    pipeline, registration, promotion, evaluation, release, reproductions.
+
+    Who registered the version and who promoted it (and why), its evaluation against the alias's previous
+    holder, the GoCD run that deployed it and the outcome, and the runs that reproduced it, with their
+    verdicts.
 
     URI is models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>.
     """
