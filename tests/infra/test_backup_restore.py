@@ -98,7 +98,7 @@ def basic(user: str, password: str) -> str:
 
 def populate(admin_env: dict[str, str], tag: str) -> dict[str, str]:
     """Experiments, runs with metrics, params and artifacts, a registered model with versions, aliases and
-    tags, a user with a token, a webhook. Returns the user's password and token."""
+    tags, a user with a token, a disabled webhook. Returns the user, password, token and webhook id."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -126,13 +126,22 @@ def populate(admin_env: dict[str, str], tag: str) -> dict[str, str]:
             version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
             client.set_model_version_tag(name, version.version, "validated", "true")
         client.set_registered_model_alias(name, "champion", version.version)
-        client.create_webhook(f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"])
+        # Disabled, so it never fires: a webhook to a dead address would hold MLflow's delivery workers in
+        # retries for every version created on this host after the drill, the bridge's deliveries included.
+        webhook = client.create_webhook(
+            f"drill-{tag}", "http://127.0.0.1:9/hook", events=["model_version.created"], status="DISABLED"
+        )
         get_app_client("basic-auth", tracking_uri=TRACKING_URI).create_user(f"drill-{tag}", password)
     status, token = platform_call(
         "POST", "/api/2.0/mlflow-ext/tokens/create", basic(f"drill-{tag}", password), {"name": f"drill-{tag}"}
     )
     assert status == 200, f"creating the drill user's token: HTTP {status}"
-    return {"user": f"drill-{tag}", "password": password, "token": token["token"]}
+    return {
+        "user": f"drill-{tag}",
+        "password": password,
+        "token": token["token"],
+        "webhook": webhook.webhook_id,
+    }
 
 
 def healthy() -> bool:
@@ -460,3 +469,7 @@ def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):
             again = run_playbook("restore-after-failure", "restore.yml", *bridge_vars)
             print(again.summary())
         assert healthy(), "the platform is not healthy after the drill"
+        with patched_environ(admin_env):
+            from mlflow import MlflowClient
+
+            MlflowClient().delete_webhook(account["webhook"])
