@@ -360,6 +360,9 @@ def test_backup_to_s3_and_restore_check_from_it(secrets, s3_client, tmp_path):
         back = run_playbook("backup-path", "backup.yml", "-e", "backup_run=false")
         assert back.returncode == 0, f"{back.summary()}\n{back.output[-3000:]}"
         assert "repo1-type=s3" not in Path("/etc/pgbackrest.conf").read_text()
+        for bucket in (S3_BACKUP_BUCKET, S3_SOURCE_BUCKET):
+            empty_bucket(s3_client, bucket)
+            s3_client.delete_bucket(Bucket=bucket)
 
 
 def test_restore_drill(admin_env, secrets, s3_client, converged, tmp_path):
