@@ -518,15 +518,6 @@ def upgrade_tracking_schema(engine: Any) -> None:
     _call(UPGRADE_DB, engine)
 
 
-# The auth database's users table, read in plain SQL by the server's start: importing MLflow's auth models
-# to ask whether the admin exists would load all of MLflow, about 2 s of every (re)start.
-AUTH_USERS_TABLE = Internal(
-    "mlflow.server.auth.db.models", "SqlUser.__tablename__", "mlflow_ext.server", kind=str, value="users"
-)
-AUTH_USERNAME_COLUMN = Internal(
-    "mlflow.server.auth.db.models", "SqlUser.username.key", "mlflow_ext.server", kind=str, value="username"
-)
-
 # --- the server's stores ---
 
 
