@@ -304,6 +304,9 @@ def test_backup_to_s3_and_restore_check_from_it(secrets, s3_client, tmp_path):
     for key, body in objects.items():
         s3_client.put_object(Bucket=S3_SOURCE_BUCKET, Key=key, Body=body)
     port = int(S3_ENDPOINT.rsplit(":", 1)[1])
+    # A prefix of this run's own: SeaweedFS keeps an emptied prefix's directories, where pgBackRest would see
+    # a stanza without its info files.
+    prefix = f"{S3_PREFIX}-{time.strftime('%Y%m%d%H%M%S')}"
     try:
         with TlsFront(port, TLS_CERT, TLS_KEY) as front:
             endpoint = f"https://localhost:{front.port}"
@@ -311,7 +314,7 @@ def test_backup_to_s3_and_restore_check_from_it(secrets, s3_client, tmp_path):
                 "backup_location_type": "s3",
                 "backup_s3_endpoint_url": endpoint,
                 "backup_s3_bucket": S3_BACKUP_BUCKET,
-                "backup_s3_prefix": S3_PREFIX,
+                "backup_s3_prefix": prefix,
                 "backup_s3_access_key": secrets["object_store_access_key"],
                 "backup_s3_secret_key": secrets["object_store_secret_key"],
                 "backup_s3_ca_certificate": Path(TLS_CERT).read_text(),
@@ -323,7 +326,7 @@ def test_backup_to_s3_and_restore_check_from_it(secrets, s3_client, tmp_path):
             stored = keys(s3_client, S3_BACKUP_BUCKET)
             for part in ("pgbackrest/backup/mlflow/", "pgbackrest/archive/mlflow/", "artifacts/current/exp/",
                          "secrets/secrets-"):  # fmt: skip
-                assert any(k.startswith(f"{S3_PREFIX}/{part}") for k in stored), f"nothing under {part}"
+                assert any(k.startswith(f"{prefix}/{part}") for k in stored), f"nothing under {part}"
 
             check = subprocess.run(
                 [BACKUP_CLI, "verify", f"--identity={AGE_IDENTITY}"],
