@@ -20,13 +20,11 @@ import io
 import multiprocessing
 import os
 import pstats
-import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.services import Postgres, pgpass_file
+from tests.support.services import mlflow_schema_databases
 
 CLIENTS = 4
 BATCH = 1000
@@ -158,40 +156,21 @@ def _profile(uri: str, artifacts: str) -> str:
 
 
 def run(results_dir: Path) -> list[dict]:
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    pg = Postgres().start()
-    previous = os.environ.get("PGPASSFILE")
-    try:
-        password = secrets.token_hex(16)
-        pg.psql(f"CREATE ROLE bench LOGIN PASSWORD '{password}'")
-        os.environ["PGPASSFILE"] = str(
-            pgpass_file(Path(tempfile.mkdtemp(prefix="pgpass-")), pg.port, "bench", password)
-        )
-        base = f"postgresql+psycopg2://bench@127.0.0.1:{pg.port}"
-        artifacts = tempfile.mkdtemp(prefix="bench-artifacts-")
-        pg.psql("CREATE DATABASE template_db OWNER bench")
-        SqlAlchemyStore(f"{base}/template_db", artifacts).engine.dispose()
+    kinds = ("fast", "mlflow", "copy")
+    with mlflow_schema_databases(tuple(f"db_{kind}" for kind in kinds), "bench") as (uris, artifacts):
         measured: dict[str, float] = {}
-        for kind in ("fast", "mlflow", "copy"):
-            pg.psql(f"CREATE DATABASE db_{kind} OWNER bench TEMPLATE template_db")
-            measured[kind] = _throughput(kind, f"{base}/db_{kind}", artifacts)
+        for kind in kinds:
+            measured[kind] = _throughput(kind, uris[f"db_{kind}"], artifacts)
             print(f"   {kind}: {measured[kind]:,.0f} metrics/s", flush=True)
         latency = {
-            kind: _log_metric_p50_ms(kind, f"{base}/db_{kind}", artifacts) for kind in ("fast", "mlflow")
+            kind: _log_metric_p50_ms(kind, uris[f"db_{kind}"], artifacts) for kind in ("fast", "mlflow")
         }
         print(
             f"   log_metric p50: fast {latency['fast']:.2f} ms, MLflow's {latency['mlflow']:.2f} ms",
             flush=True,
         )
         print("   where the fast store's time goes (one client, 4 batches):", flush=True)
-        print(_profile(f"{base}/db_fast", artifacts), flush=True)
-    finally:
-        if previous is None:
-            os.environ.pop("PGPASSFILE", None)
-        else:
-            os.environ["PGPASSFILE"] = previous
-        pg.stop()
+        print(_profile(uris["db_fast"], artifacts), flush=True)
     row = {"section": "tracking_store", "better": "higher", "note": NOTE}
     return [
         {

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
-import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.support.services import Postgres, pgpass_file
+from tests.support.services import mlflow_schema_databases
 
 pytestmark = pytest.mark.integration
 DB_USER = "mlflow"
@@ -95,41 +93,21 @@ operation_st = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory) -> Iterator[tuple[Any, Any, Any, Any]]:
+def stores() -> Iterator[tuple[Any, Any, Any, Any]]:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     from mlflow_ext.tracking_store import PostgresTrackingStore
 
-    pg = Postgres().start()
-    previous = os.environ.get("PGPASSFILE")
-    try:
-        password = secrets.token_hex(16)
-        pg.psql(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{password}' CREATEDB")
-        os.environ["PGPASSFILE"] = str(
-            pgpass_file(tmp_path_factory.mktemp("pgpass"), pg.port, DB_USER, password)
-        )
-        base = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg.port}"
-        artifacts = tempfile.mkdtemp(prefix="artifacts-")
-        # MLflow's schema once, then two copies of it.
-        pg.psql(f"CREATE DATABASE template_db OWNER {DB_USER}")
-        SqlAlchemyStore(f"{base}/template_db", artifacts).engine.dispose()
-        for name in ("mlflow_ref", "mlflow_fast"):
-            pg.psql(f"CREATE DATABASE {name} OWNER {DB_USER} TEMPLATE template_db")
-        reference = SqlAlchemyStore(f"{base}/mlflow_ref", artifacts)
-        fast = PostgresTrackingStore(f"{base}/mlflow_fast", artifacts)
+    with mlflow_schema_databases(("mlflow_ref", "mlflow_fast"), DB_USER) as (uris, artifacts):
+        reference = SqlAlchemyStore(uris["mlflow_ref"], artifacts)
+        fast = PostgresTrackingStore(uris["mlflow_fast"], artifacts)
         engines = (
-            create_engine(f"{base}/mlflow_ref", poolclass=NullPool),
-            create_engine(f"{base}/mlflow_fast", poolclass=NullPool),
+            create_engine(uris["mlflow_ref"], poolclass=NullPool),
+            create_engine(uris["mlflow_fast"], poolclass=NullPool),
         )
         yield reference, fast, *engines
         reference.engine.dispose()
         fast.engine.dispose()
-    finally:
-        if previous is None:
-            os.environ.pop("PGPASSFILE", None)
-        else:
-            os.environ["PGPASSFILE"] = previous
-        pg.stop()
 
 
 def _entities(kind: str, items: list[tuple]) -> list[Any]:

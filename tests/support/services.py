@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.environ import patched_environ
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 VENV_BIN = Path(sys.executable).parent
 S3_ENV = {
@@ -395,6 +397,34 @@ def pgpass_file(directory: Path, port: int, user: str, password: str) -> Path:
     path.write_text(f"127.0.0.1:{port}:*:{user}:{password}\n")
     path.chmod(0o600)
     return path
+
+
+@contextlib.contextmanager
+def mlflow_schema_databases(
+    names: tuple[str, ...], user: str = "mlflow"
+) -> Iterator[tuple[dict[str, str], str]]:
+    """A private PostgreSQL with MLflow's tracking schema made once, then copied into a database per name.
+
+    Yields each name's URI (a password role, found through ``PGPASSFILE`` for the while) and an artifact
+    directory; the server is stopped afterwards."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    pg = Postgres().start()
+    home = Path(tempfile.mkdtemp(prefix="mlflow-schema-"))
+    try:
+        password = secrets.token_hex(16)
+        pg.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        with patched_environ({"PGPASSFILE": str(pgpass_file(home, pg.port, user, password))}):
+            base = f"postgresql+psycopg2://{user}@127.0.0.1:{pg.port}"
+            artifacts = str(home / "artifacts")
+            pg.psql(f"CREATE DATABASE template_db OWNER {user}")
+            SqlAlchemyStore(f"{base}/template_db", artifacts).engine.dispose()
+            for name in names:
+                pg.psql(f"CREATE DATABASE {name} OWNER {user} TEMPLATE template_db")
+            yield {name: f"{base}/{name}" for name in names}, artifacts
+    finally:
+        pg.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass
