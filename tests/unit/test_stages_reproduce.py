@@ -61,7 +61,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The database made here, with the Default experiment's artifacts under tmp_path: made by the first
+    # client instead, they would go to ./mlruns of whatever directory the tests run from.
+    SqlAlchemyStore(uri, (tmp_path / "artifacts").as_uri()).engine.dispose()
+    return {"MLFLOW_TRACKING_URI": uri}
 
 
 @pytest.fixture
