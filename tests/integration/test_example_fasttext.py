@@ -49,8 +49,7 @@ def test_the_logged_pyfunc_predicts_with_the_pinned_numpy(platform, trained):
     import pandas as pd
 
     test = pd.read_csv(EXAMPLE / "data" / "test.csv")
-    with patched_environ(platform.client_env()):
-        mlflow.set_tracking_uri(platform.tracking_uri)
+    with patched_environ(platform.client_env()):  # never mlflow.set_tracking_uri: it outlives the test
         uri = f"runs:/{trained['run_id']}/model"
         model = mlflow.pyfunc.load_model(uri)
         predicted = model.predict(test[["text"]])
