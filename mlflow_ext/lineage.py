@@ -524,12 +524,7 @@ def _datasets(run: Any, tags: Mapping[str, str]) -> list[DatasetInfo]:
         )
         seen.add(tag_name(dataset.name))
     # Data recorded as tags only (an input that failed to log, or tags copied from elsewhere).
-    names = {
-        key[len(keys.DATA_PREFIX) : -len(".fingerprint")]
-        for key in tags
-        if key.startswith(keys.DATA_PREFIX) and key.endswith(".fingerprint")
-    }
-    for name in sorted(names - seen):
+    for name in sorted(set(keys.data_fingerprints(tags)) - seen):
         prefix = f"{keys.DATA_PREFIX}{name}."
         found.append(
             DatasetInfo(

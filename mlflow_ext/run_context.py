@@ -92,6 +92,17 @@ HOST_NAME = "lineage.host.name"
 HOST_USER = "lineage.host.user"
 DATA_PREFIX = "lineage.data."
 
+
+def data_fingerprints(tags: Mapping[str, str]) -> dict[str, str]:
+    """name -> fingerprint of every dataset a run's tags record (``lineage.data.<name>.fingerprint``)."""
+    suffix = ".fingerprint"
+    return {
+        key[len(DATA_PREFIX) : -len(suffix)]: value
+        for key, value in tags.items()
+        if key.startswith(DATA_PREFIX) and key.endswith(suffix) and len(key) > len(DATA_PREFIX) + len(suffix)
+    }
+
+
 DIFF_ARTIFACT = "lineage/code.diff"
 ENV_ARTIFACT = "lineage/environment.txt"
 

@@ -73,13 +73,11 @@ def _run(candidate: Candidate) -> str:
 
 def training_fingerprints(tags: Mapping[str, str]) -> dict[str, str]:
     """name -> fingerprint of every dataset recorded with role ``training`` (mlflow_ext.log_data)."""
-    found = {}
-    for key, value in tags.items():
-        if key.startswith(keys.DATA_PREFIX) and key.endswith(".fingerprint") and value:
-            name = key[len(keys.DATA_PREFIX) : -len(".fingerprint")]
-            if tags.get(f"{keys.DATA_PREFIX}{name}.role", "").lower() == "training":
-                found[name] = value
-    return found
+    return {
+        name: value
+        for name, value in keys.data_fingerprints(tags).items()
+        if value and tags.get(f"{keys.DATA_PREFIX}{name}.role", "").lower() == "training"
+    }
 
 
 def _lineage_gate(requirement: str, candidate: Candidate) -> GateResult:

@@ -38,7 +38,6 @@ from mlflow_ext.errors import DataError, LineageError, StageFailed
 from mlflow_ext.lineage import REPRODUCTION_OF, REPRODUCTION_STATUS, parse_uri
 
 _INTERPRETER = re.compile(r"^python(\d+(\.\d+)?)?$")
-_FINGERPRINT = re.compile(r"^lineage\.data\.(.+)\.fingerprint$")
 # The platform's own package: installed from this checkout of it, not from the package index.
 _OWN = "mlflow-ext"
 
@@ -149,11 +148,7 @@ def checkout(tags: dict[str, str], client: Any, run_id: str, into: Path) -> Path
 def check_data(tags: dict[str, str], recorded_root: str | None, tree: Path) -> tuple[list[str], list[str]]:
     """(files checked, mismatches): each recorded fingerprint against the file as it is now."""
     checked, problems = [], []
-    for key in sorted(tags):
-        match = _FINGERPRINT.match(key)
-        if not match:
-            continue
-        name = match[1]
+    for name, recorded in sorted(keys.data_fingerprints(tags).items()):
         uri = tags.get(f"lineage.data.{name}.uri", "")
         path = uri
         if recorded_root and uri.startswith(recorded_root.rstrip("/") + "/"):
@@ -164,8 +159,8 @@ def check_data(tags: dict[str, str], recorded_root: str | None, tree: Path) -> t
             problems.append(f"{name} ({path}): {exc}")
             continue
         checked.append(path)
-        if found != tags[key]:
-            problems.append(f"{name} ({path}): fingerprint {found}, recorded {tags[key]}")
+        if found != recorded:
+            problems.append(f"{name} ({path}): fingerprint {found}, recorded {recorded}")
     return checked, problems
 
 
