@@ -90,7 +90,7 @@ def _client(kind: str, uri: str, artifacts: str, run_id: str, barrier: Any, resu
     results.put(time.perf_counter() - started)
 
 
-def _throughput(kind: str, uri: str, artifacts: str) -> float:
+def throughput(kind: str, uri: str, artifacts: str) -> float:
     """Metrics per second of CLIENTS processes, each on its own run."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -160,7 +160,7 @@ def run(results_dir: Path) -> list[dict]:
     with mlflow_schema_databases(tuple(f"db_{kind}" for kind in kinds), "bench") as (uris, artifacts):
         measured: dict[str, float] = {}
         for kind in kinds:
-            measured[kind] = _throughput(kind, uris[f"db_{kind}"], artifacts)
+            measured[kind] = throughput(kind, uris[f"db_{kind}"], artifacts)
             print(f"   {kind}: {measured[kind]:,.0f} metrics/s", flush=True)
         latency = {
             kind: _log_metric_p50_ms(kind, uris[f"db_{kind}"], artifacts) for kind in ("fast", "mlflow")
