@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from mlflow_ext import mlflow_internals, settings
+from mlflow_ext import mlflow_internals, settings, tracking_migrations
 from mlflow_ext.auth.store import migrate as migrate_ext_tables
 from mlflow_ext.errors import ConfigError, MigrationError
 from mlflow_ext.pglock import advisory_lock
@@ -282,7 +282,8 @@ def _migrate_auth(engine: Any) -> dict[str, Any]:
 
 
 def migrate(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Upgrade the tracking and auth schemas (MLflow's, then mlflow-ext-auth's tables); report what changed.
+    """Upgrade the tracking and auth schemas (MLflow's, the tracking store's indexes on PostgreSQL, then
+    mlflow-ext-auth's tables); report what changed.
 
     One advisory lock on the tracking database covers the whole run: a second caller (another host, a
     concurrent ``make upgrade``) waits, then finds every schema at head. ``changed`` is true only when a
@@ -295,6 +296,9 @@ def migrate(values: Mapping[str, Any]) -> dict[str, Any]:
     try:
         with advisory_lock(engines[0], MIGRATION_LOCK_ID):
             report["tracking"] = _migrate_tracking(engines[0])
+            if engines[0].dialect.name == "postgresql":
+                # The tracking store's own indexes on MLflow's tables, after MLflow's schema is at head.
+                report["tracking_indexes"] = tracking_migrations.migrate(engines[0])
             if auth_enabled(values):
                 engines.append(create_sqlalchemy_engine(str(values["MLFLOW_EXT_AUTH_DATABASE_URI"])))
                 report["auth"] = _migrate_auth(engines[1])

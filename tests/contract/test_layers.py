@@ -29,6 +29,7 @@ SHARED = (
     "routing",
     "clients",
     "tracking_store",
+    "tracking_migrations",
 )
 FEATURES = ("auth", "promotion", "bridge", "gocd", "stages")
 ENTRY_POINTS = ("cli", "commands", "server")

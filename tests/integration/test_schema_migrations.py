@@ -211,5 +211,5 @@ def test_two_concurrent_migrate_calls_one_migrates_the_other_waits(postgres, mon
     assert reports[0]["changed"] is True
     assert reports[0]["tracking"]["before"] is None and reports[0]["auth_ext"]["before"] is None
     assert reports[1]["changed"] is False
-    for part in ("tracking", "auth", "auth_ext"):
+    for part in ("tracking", "tracking_indexes", "auth", "auth_ext"):
         assert reports[1][part]["before"] == reports[1][part]["after"] == reports[0][part]["after"]
