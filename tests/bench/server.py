@@ -36,6 +36,7 @@ ARTIFACT_MIB = int(os.environ.get("BENCH_ARTIFACT_MIB", "256"))
 
 
 SERVER_ENV_FILE = Path(os.environ.get("BENCH_SERVER_ENV_FILE", "/etc/mlflow/server.env"))
+PROXY_ACCESS_LOG = Path(os.environ.get("BENCH_PROXY_ACCESS_LOG", "/var/log/nginx/access.log"))
 WORKERS = "2"  # the platform's default on this 2-core machine: one per core, at least two
 
 
@@ -45,6 +46,7 @@ class Target:
     env: dict[str, str]
     s3_client: object | None = None
     bucket: str | None = None
+    proxied: bool = False  # behind the provisioned nginx, whose access log times each request
     # How the platform's server reaches its PostgreSQL (MLFLOW_BACKEND_STORE_URI, PGPASSFILE): the careful
     # vanilla and raw COPY run on the same database.
     backend: dict[str, str] | None = None
@@ -82,7 +84,8 @@ def _provisioned_platform() -> Target | None:
         env,
         s3,
         os.environ.get("BENCH_BUCKET", "mlflow-artifacts"),
-        _backend(SERVER_ENV_FILE.read_text()),
+        backend=_backend(SERVER_ENV_FILE.read_text()),
+        proxied=True,
     )
 
 
@@ -195,7 +198,7 @@ def platform_target() -> Iterator[Target]:
             started.client_env(),
             started.s3.client(),
             started.bucket,
-            _backend(started.server.env_file.read_text()),
+            backend=_backend(started.server.env_file.read_text()),
         )
 
 
@@ -207,9 +210,40 @@ def _new_run(prefix: str) -> str:
     return client.create_run(experiment_id).info.run_id
 
 
+def _proxy_times(log_offset: int, path: str) -> tuple[list[float], list[float]]:
+    """nginx's total and upstream times (s) of the requests to `path` logged after `log_offset`."""
+    totals, upstreams = [], []
+    with open(PROXY_ACCESS_LOG, "rb") as log:
+        log.seek(log_offset)
+        for line in log.read().decode(errors="replace").splitlines():
+            fields = dict(
+                part.split("=", 1) for part in line.split() if part.startswith(("rt=", "upstream_rt="))
+            )
+            if f" {path} " in line and fields.get("upstream_rt", "-") != "-":
+                totals.append(float(fields["rt"]))
+                upstreams.append(float(fields["upstream_rt"]))
+    return totals, upstreams
+
+
+def _print_where_time_goes(what: str, log_offset: int | None, path: str, client_ms: float) -> None:
+    if log_offset is None:
+        return
+    totals, upstreams = _proxy_times(log_offset, path)
+    if not totals:
+        return
+    server, proxy = statistics.median(upstreams) * 1000, statistics.median(totals) * 1000
+    print(
+        f"   where a {what}'s {client_ms:.2f} ms go (p50s): server (uvicorn, auth, MLflow's handler, store) "
+        f"{server:.2f} ms, nginx {proxy - server:.2f} ms, client and TLS {client_ms - proxy:.2f} ms",
+        flush=True,
+    )
+
+
 def log_metric_latency(target: Target) -> dict:
+    """One keep-alive client logging metrics one by one; through the proxy, also where the time went."""
     from mlflow import MlflowClient
 
+    log_offset = PROXY_ACCESS_LOG.stat().st_size if target.proxied and PROXY_ACCESS_LOG.exists() else None
     with patched_environ(target.env):
         client = MlflowClient()
         run_id = _new_run("bench-latency")
@@ -220,11 +254,13 @@ def log_metric_latency(target: Target) -> dict:
             start = time.perf_counter()
             client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
             durations.append(time.perf_counter() - start)
-    return {
+    result = {
         "p50_ms": statistics.median(durations) * 1000,
         "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
         "req_per_s": len(durations) / sum(durations),
     }
+    _print_where_time_goes("log_metric", log_offset, "/api/2.0/mlflow/runs/log-metric", result["p50_ms"])
+    return result
 
 
 def _batch_client(env: dict[str, str], run_id: str, barrier: Any, results: Any) -> None:
@@ -252,6 +288,7 @@ def log_batch_throughput(target: Target, clients: int) -> dict:
     Processes, not threads: one Python process serialising the batches would measure its own GIL."""
     import multiprocessing
 
+    log_offset = PROXY_ACCESS_LOG.stat().st_size if target.proxied and PROXY_ACCESS_LOG.exists() else None
     with patched_environ(target.env):
         run_ids = [_new_run("bench-batch") for _ in range(clients)]
     context = multiprocessing.get_context("fork")
@@ -273,6 +310,13 @@ def log_batch_throughput(target: Target, clients: int) -> dict:
             process.join(timeout=60)
     if any(process.exitcode for process in processes):
         raise RuntimeError(f"a log_batch client failed: exit codes {[p.exitcode for p in processes]}")
+    per_batch_ms = elapsed / BATCHES_PER_CLIENT * 1000
+    _print_where_time_goes(
+        f"log_batch(1000) with {clients} client(s)",
+        log_offset,
+        "/api/2.0/mlflow/runs/log-batch",
+        per_batch_ms,
+    )
     return {"metrics_per_s": clients * BATCHES_PER_CLIENT * 1000 / elapsed}
 
 
