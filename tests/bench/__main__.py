@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_SECTIONS = "server,tracking_store,fingerprint,auth,bridge,gocd"
+DEFAULT_SECTIONS = "server,tracking_store,search,fingerprint,auth,bridge,gocd"
 SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", DEFAULT_SECTIONS).split(",") if name]
 
 
