@@ -8,7 +8,7 @@ ANSIBLE_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible/ansible.cfg
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help up down backup restore upgrade test test-infra chaos lint bench client clean
+.PHONY: help up down backup restore upgrade test test-infra chaos test-lab lint bench client clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,13 @@ test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed /usr/bin/chromium  #
 
 chaos: $(DEV_VENV)/.installed  ## fault suite against the provisioned platform (after test-infra); table in results/
 	MLFLOW_PLATFORM_CHAOS=1 $(DEV_VENV)/bin/pytest -q tests/chaos
+
+# Converges site.yml onto a lab of containers, one per host of ansible/inventories/lab/ (tests/lab/lab.py), on the
+# same engine, and proves there what one host cannot: both replicas serving, a replica killed under load, the
+# lockout's client address, shared secrets, a rolling upgrade under load, PgBouncer's connection count. Figures in
+# results/lab/figures.txt; the lab is removed whatever failed (SIGINT at the time limit lets pytest tear it down).
+test-lab: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## the platform on five container hosts (needs root for the engine)
+	timeout -s INT -k 300 2700 $(DEV_VENV)/bin/pytest -q -s -p no:cacheprovider tests/lab
 
 lint: $(DEV_VENV)/.installed  ## ansible-lint, yamllint, ruff, mypy, hadolint
 	cd ansible && ../$(DEV_VENV)/bin/ansible-lint --profile production
