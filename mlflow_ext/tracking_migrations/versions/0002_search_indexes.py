@@ -1,8 +1,9 @@
 """Indexes for the searches MLflow runs most, where its schema has none (plans showed sequential scans).
 
 - ``runs`` of one experiment in MLflow's start-time order (the UI's experiment page, ``search_runs``
-  without ``order_by``, and the run set a metric filter joins against): the sort key is MLflow's own
-  expression, so a page of 100 runs reads about 100 index entries instead of the whole table;
+  without ``order_by``, and the run set a metric filter joins against): the search reads that
+  experiment's runs through the index instead of every run. The key follows MLflow's own sort expression;
+  MLflow's ``DISTINCT`` still sorts the experiment's runs, so the plan is index scan plus sort;
 - ``latest_metrics`` by key and value, carrying ``is_nan`` (``search_runs`` with ``metrics.k > x`` and
   ``order_by metrics.k``): both the filter and the sort key's join read the index alone, where MLflow's
   primary key (key, run_uuid) makes them read every table row of that key. The price: an update of a
