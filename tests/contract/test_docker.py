@@ -679,3 +679,69 @@ def test_postgres_init_script_creates_the_role_and_databases(tmp_path: Path) -> 
         assert login.stdout.strip() == "tracker", login.stderr
     finally:
         postgres.stop()
+
+
+# --- the GoCD bridge and the promotion policy in compose ----------------------------------------------------
+
+BRIDGE_ENV_EXAMPLE = DOCKER / "gocd-bridge.env.example"
+BRIDGE_SERVICES = ("gocd-bridge-migrate", "gocd-bridge")
+BRIDGE_ROLE = ROOT / "ansible" / "roles" / "gocd_bridge"
+
+
+def test_bridge_env_example_names_the_bridge_settings() -> None:
+    """gocd-bridge.env.example: names of the bridge's settings registry (plus what libraries read), every
+    required one active, values safe for Docker and systemd alike."""
+    result = CliRunner().invoke(cli, ["bridge", "settings", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    registry = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    library = set(
+        yaml.safe_load((BRIDGE_ROLE / "vars" / "main.yml").read_text())["gocd_bridge__env_library_names"]
+    )
+    active, commented = env_names(BRIDGE_ENV_EXAMPLE.read_text())
+    assert (active | commented) <= set(registry) | library, sorted(
+        (active | commented) - set(registry) - library
+    )
+    assert {name for name, entry in registry.items() if entry["required"]} <= active
+    for line in BRIDGE_ENV_EXAMPLE.read_text().splitlines():
+        match = re.match(r"^#?\s?([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if match:
+            assert not re.search(r"[\s\"'$#`\\]", match.group(2)), line
+
+
+def test_bridge_services_in_profile_gocd(stack: Path) -> None:
+    """Both bridge services only under the gocd profile, on the bridge's env file alone (no server secrets),
+    the routing file where the role writes it; the default `up` starts neither."""
+    source = compose_source()["services"]
+    routes_target = yaml.safe_load((BRIDGE_ROLE / "defaults" / "main.yml").read_text())[
+        "gocd_bridge_config_dir"
+    ]
+    for name in BRIDGE_SERVICES:
+        assert source[name]["profiles"] == ["gocd"], name
+        assert source[name]["env_file"] == ["gocd-bridge.env"], name
+        assert "environment" not in source[name], name
+        assert f"./gocd-bridge/routes.yaml:{routes_target}/routes.yaml:ro" in source[name]["volumes"], name
+    assert (
+        source["gocd-bridge"]["depends_on"]["gocd-bridge-migrate"]["condition"]
+        == "service_completed_successfully"
+    )
+    default = compose_model(stack)["services"]
+    assert not set(BRIDGE_SERVICES) & set(default)
+
+
+def test_promotion_policy_is_the_role_default_at_the_role_path() -> None:
+    """docker/promotion-policy.yaml is the mlflow_server role's default policy, mounted where the role writes
+    it for every service that reads mlflow.env (they all validate MLFLOW_EXT_PROMOTION_POLICY)."""
+    defaults = yaml.safe_load((MLFLOW_SERVER_ROLE / "defaults" / "main.yml").read_text())
+    internals = (MLFLOW_SERVER_ROLE / "vars" / "main.yml").read_text()
+    assert (
+        yaml.safe_load((DOCKER / "promotion-policy.yaml").read_text())
+        == defaults["mlflow_server_promotion_policy"]
+    )
+    assert '"{{ mlflow_server_config_dir }}/promotion-policy.yaml"' in internals
+    target = f"{defaults['mlflow_server_config_dir']}/promotion-policy.yaml"
+    services = compose_source()["services"]
+    readers = [name for name, service in services.items() if "mlflow.env" in service.get("env_file", [])]
+    assert {"migrate", "service-account", "mlflow"} <= set(readers)
+    for name in readers:
+        if services[name].get("image", "").startswith("${MLFLOW_IMAGE"):
+            assert f"./promotion-policy.yaml:{target}:ro" in services[name].get("volumes", []), name
