@@ -71,7 +71,7 @@ test-docker: $(DEV_VENV)/.installed  ## build the image and run the compose stac
 
 # Converges site.yml onto a lab of containers, one per host of ansible/inventories/lab/ (tests/lab/lab.py), on the
 # same engine, and proves there what one host cannot: both replicas serving, a replica killed under load, the
-# lockout's client address, shared secrets, a rolling upgrade under load, PgBouncer's connection count. Figures in
+# lockout's client address, shared secrets, PgBouncer's connection count under load. Figures in
 # results/lab/figures.txt; the lab is removed whatever failed (SIGINT at the time limit lets pytest tear it down).
 test-lab: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed  ## the platform on five container hosts (needs root for the engine)
 	timeout -s INT -k 300 2700 $(DEV_VENV)/bin/pytest -q -s -p no:cacheprovider tests/lab

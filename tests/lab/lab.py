@@ -14,6 +14,7 @@ Ansible's docker connection.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,6 +105,8 @@ class Lab:
         started = time.monotonic()
         build_host_image()
         remove_everything()
+        # A fresh lab gets fresh secrets (generated on the controller by the first converge).
+        shutil.rmtree(self.secrets_dir, ignore_errors=True)
         docker("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "--label", LABEL, NETWORK)
         self.forward_proxy = ForwardProxy(GATEWAY, FORWARD_PROXY_PORT).start()
         # pip's cache is shared by the hosts and kept between runs, as a warm cache on a real host: the second
