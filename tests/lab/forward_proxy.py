@@ -109,10 +109,22 @@ class ForwardProxy:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        """Close the listener and every open connection, then end the thread."""
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
 
     def __enter__(self) -> ForwardProxy:
         return self.start()
