@@ -231,10 +231,14 @@ def _print_where_time_goes(what: str, log_offset: int | None, path: str, client_
     totals, upstreams = _proxy_times(log_offset, path)
     if not totals:
         return
-    server, proxy = statistics.median(upstreams) * 1000, statistics.median(totals) * 1000
+    # Medians of each request's parts, so the parts of one request are compared with each other.
+    server = statistics.median(upstreams) * 1000
+    nginx = (
+        statistics.median(total - upstream for total, upstream in zip(totals, upstreams, strict=True)) * 1000
+    )
     print(
         f"   where a {what}'s {client_ms:.2f} ms go (p50s): server (uvicorn, auth, MLflow's handler, store) "
-        f"{server:.2f} ms, nginx {proxy - server:.2f} ms, client and TLS {client_ms - proxy:.2f} ms",
+        f"{server:.2f} ms, nginx {nginx:.2f} ms, client and TLS the rest",
         flush=True,
     )
 

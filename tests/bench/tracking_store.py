@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pstats
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def throughput(kind: str, uri: str, artifacts: str) -> float:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     setup = SqlAlchemyStore(uri, artifacts)
-    experiment = setup.create_experiment(f"bench-{kind}")
+    experiment = setup.create_experiment(f"bench-{kind}-{uuid.uuid4().hex[:8]}")
     runs = [setup.create_run(experiment, "bench", 0, [], f"client-{i}").info.run_id for i in range(CLIENTS)]
     setup.engine.dispose()
     context = multiprocessing.get_context("fork")
