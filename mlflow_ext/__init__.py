@@ -9,7 +9,8 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
 - features, which never import each other: ``auth`` (the server's auth app), ``promotion`` (promote,
   rollback, report), ``bridge`` (registry events to GoCD runs), ``gocd`` (the pipeline generator),
   ``stages`` (the pipelines' stage commands);
-- shared pieces: ``lineage``, ``data``, ``run_context``, ``artifacts``, ``policy`` (the promotion
+- shared pieces: ``lineage``, ``data``, ``run_context``, ``artifacts``, ``artifact_access`` (no
+  presigned URLs of a store clients cannot reach), ``policy`` (the promotion
   policy and its gates), ``events`` and ``routing`` (the bridge's contract with the generator),
   ``clients`` (GoCD's and the auth app's REST APIs), ``tracking_store`` (the PostgreSQL tracking store
   the server uses, through MLflow's ``mlflow.tracking_store`` entry point), ``tracking_migrations`` (its

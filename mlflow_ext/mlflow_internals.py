@@ -128,6 +128,16 @@ IS_UNPROTECTED_ROUTE = Internal(_AUTH, "is_unprotected_route", "mlflow_ext.auth"
 BEFORE_REQUEST_VALIDATORS = Internal(_AUTH, "BEFORE_REQUEST_VALIDATORS", "mlflow_ext.auth", kind=dict)
 # How the run-scoped validators find a run's experiment, which mlflow_ext.auth.memo remembers. Since 3.17:
 # _run_requirement(run_id, action) -> (anchor, [Requirement, ...]), which authorize() resolves.
+# What /api/3.0/mlflow/server-info answers, looked up at call time by its FastAPI route (the server runs
+# uvicorn); mlflow_ext.artifact_access takes capabilities out of it.
+SERVER_INFO_PAYLOAD = Internal(
+    "mlflow.server.server_info_api",
+    "build_server_info_payload",
+    "mlflow_ext.artifact_access",
+    params=(),
+    replaced=True,
+    since="3.17",
+)
 RUN_REQUIREMENT = Internal(
     _AUTH,
     "_run_requirement",
@@ -382,6 +392,7 @@ INTERNALS: tuple[Internal, ...] = (
     IS_UNPROTECTED_ROUTE,
     BEFORE_REQUEST_VALIDATORS,
     RUN_REQUIREMENT,
+    SERVER_INFO_PAYLOAD,
     REQUIREMENT,
     RESOURCE_TYPE_EXPERIMENT,
     RESOURCE_TYPE_RUN,
@@ -614,6 +625,23 @@ def remember_run_experiments(
         _remember_through_run_requirement(lookup, remember)
     else:
         _remember_through_run_permission(lookup, remember)
+
+
+def withhold_server_capabilities(names: tuple[str, ...]) -> None:
+    """Make MLflow's server-info answer false for each capability in ``names``; the rest is MLflow's."""
+    if applies(SERVER_INFO_PAYLOAD):
+        current = resolve(SERVER_INFO_PAYLOAD)
+        _replace(SERVER_INFO_PAYLOAD, _withholding(getattr(current, "__wrapped__", current), names))
+
+
+def _withholding(
+    original: Callable[[], dict[str, Any]], names: tuple[str, ...]
+) -> Callable[[], dict[str, Any]]:
+    @functools.wraps(original)
+    def build_server_info_payload() -> dict[str, Any]:
+        return {**original(), **dict.fromkeys(names, False)}
+
+    return build_server_info_payload
 
 
 def _replace(internal: Internal, replacement: Callable[..., Any]) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mlflow_ext import mlflow_internals
+from mlflow_ext import artifact_access, mlflow_internals
 from mlflow_ext.auth import asgi, authn, config, guard, metrics, policy, ready, registrant, routes
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
@@ -84,6 +84,7 @@ def create_app() -> Any:
     )
     policy.install(flask_app)
     registrant.install(flask_app)  # who registered a version: its user_id
+    artifact_access.install(flask_app, os.environ)  # no presigned URLs of a store clients cannot reach
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)

@@ -323,7 +323,8 @@ def clean_error(status: int, error_code: str, message: str) -> tuple[int, str, s
         if error_code == RESOURCE_DOES_NOT_EXIST or status == 404:
             return 404, RESOURCE_DOES_NOT_EXIST, MESSAGE_ARTIFACT_MISSING
         return status, error_code, MESSAGE_ARTIFACT_STORE
-    if status >= 500 and status != 503 and message != MESSAGE_INTERNAL:
+    # 501 and 503 say what the server will not or cannot do now (no presigned URLs, the database is down).
+    if status >= 500 and status not in (501, 503) and message != MESSAGE_INTERNAL:
         return status, INTERNAL_ERROR, MESSAGE_INTERNAL
     return None
 

@@ -129,6 +129,15 @@ SETTINGS: tuple[Setting, ...] = (
         default="true",
     ),
     Setting(
+        "MLFLOW_EXT_PRESIGNED_ARTIFACT_URLS",
+        "Hand clients presigned URLs of the artifact store (multipart uploads and downloads straight to S3). "
+        "Only when every client reaches MLFLOW_S3_ENDPOINT_URL at that address; false: every artifact goes "
+        "through the server.",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
         "Database connections kept per pool (each worker has pools for tracking, registry and auth).",
         "5",

@@ -24,6 +24,7 @@ SHARED = (
     "data",
     "run_context",
     "artifacts",
+    "artifact_access",
     "policy",
     "events",
     "routing",

@@ -34,9 +34,6 @@ SERVER_IMAGE = "mlflow-platform/server:local"
 BUCKET = "mlflow-artifacts"
 STARTUP_TIMEOUT = 900
 FIGURES: dict[str, str] = {}
-# The server offers presigned S3 downloads, but the S3 store is on the stack's internal network: clients
-# outside it download through the server instead (docker/README.md, "Clients outside the stack").
-CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 
 
 def free_port() -> int:
@@ -154,7 +151,6 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": self.values["MLFLOW_AUTH_ADMIN_PASSWORD"],
             "MLFLOW_TRACKING_SERVER_CERT_PATH": str(self.cert),
-            **CLIENT_ENV,
         }
 
     def service_token(self) -> str:

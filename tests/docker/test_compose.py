@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tests.docker.conftest import BUCKET, CLIENT_ENV, BucketLister, Stack, figure
+from tests.docker.conftest import BUCKET, BucketLister, Stack, figure
 from tests.integration.lifecycle import UNAUTHENTICATED_CALLS, run_lifecycle, status_without_credentials
 from tests.support.environ import patched_environ
 
@@ -45,7 +45,6 @@ def test_service_account_token_used_by_a_client(stack: Stack) -> None:
         "MLFLOW_TRACKING_URI": stack.url,
         "MLFLOW_TRACKING_TOKEN": token,
         "MLFLOW_TRACKING_SERVER_CERT_PATH": str(stack.cert),
-        **CLIENT_ENV,
     }
     with patched_environ(env):
         assert isinstance(MlflowClient(stack.url).search_experiments(max_results=5), list)
