@@ -30,10 +30,7 @@ import gc
 import io
 import os
 import random
-import secrets
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -41,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.tracking_store import throughput
-from tests.support.environ import patched_environ
-from tests.support.services import Postgres, pgpass_file
+from tests.support.services import mlflow_schema_cluster
 
 RUNS = int(os.environ.get("BENCH_SEARCH_RUNS", "100000"))
 EXPERIMENTS = 20
@@ -203,37 +199,22 @@ def seeded_databases(
     user: str = "bench",
 ) -> Iterator[tuple[dict[str, str], str, float, dict[str, Any]]]:
     """Two databases with the same rows: ``vanilla`` (MLflow's indexes), ``platform`` (plus ours)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from sqlalchemy import create_engine
 
     from mlflow_ext import tracking_migrations
 
-    pg = Postgres().start()
-    home = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    try:
-        password = secrets.token_hex(16)
-        pg.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
-        with patched_environ({"PGPASSFILE": str(pgpass_file(home, pg.port, user, password))}):
-            base = f"postgresql+psycopg2://{user}@127.0.0.1:{pg.port}"
-            artifacts = str(home / "artifacts")
-            pg.psql(f"CREATE DATABASE vanilla OWNER {user}")
-            SqlAlchemyStore(f"{base}/vanilla", artifacts).engine.dispose()
-            started = time.perf_counter()
-            superuser = f"postgresql://{pg.superuser}:{pg.superuser_password}@127.0.0.1:{pg.port}/vanilla"
-            picks = seed(superuser, artifacts)
-            pg.psql(f"CREATE DATABASE platform OWNER {user} TEMPLATE vanilla")
-            uris = {name: f"{base}/{name}" for name in ("vanilla", "platform")}
-            engine = create_engine(uris["platform"])
-            report = tracking_migrations.migrate(engine)
-            engine.dispose()
-            for name in uris:
-                pg.psql("VACUUM ANALYZE", database=name)
-            seconds = time.perf_counter() - started
-            print(f"   seeded both databases in {seconds:.1f} s; indexes: {report}", flush=True)
-            yield uris, artifacts, seconds, picks
-    finally:
-        pg.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    with mlflow_schema_cluster(user) as cluster:
+        started = time.perf_counter()
+        picks = seed(cluster.superuser_uri(), cluster.artifacts)
+        uris = {name: cluster.copy(name) for name in ("vanilla", "platform")}
+        engine = create_engine(uris["platform"])
+        report = tracking_migrations.migrate(engine)
+        engine.dispose()
+        for name in uris:
+            cluster.pg.psql("VACUUM ANALYZE", database=name)
+        seconds = time.perf_counter() - started
+        print(f"   seeded both databases in {seconds:.1f} s; indexes: {report}", flush=True)
+        yield uris, cluster.artifacts, seconds, picks
 
 
 # --- the measures ---------------------------------------------------------------------------------------

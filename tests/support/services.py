@@ -399,14 +399,29 @@ def pgpass_file(directory: Path, port: int, user: str, password: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def mlflow_schema_databases(
-    names: tuple[str, ...], user: str = "mlflow"
-) -> Iterator[tuple[dict[str, str], str]]:
-    """A private PostgreSQL with MLflow's tracking schema made once, then copied into a database per name.
+@dataclass
+class SchemaCluster:
+    """A private PostgreSQL whose ``template_db`` has MLflow's tracking schema, owned by a password role."""
 
-    Yields each name's URI (a password role, found through ``PGPASSFILE`` for the while) and an artifact
-    directory; the server is stopped afterwards."""
+    pg: Postgres
+    user: str
+    base: str  # the role's URI without a database; its password is found through PGPASSFILE
+    artifacts: str
+
+    def superuser_uri(self, database: str = "template_db") -> str:
+        return f"postgresql://{self.pg.superuser}:{self.pg.superuser_password}@127.0.0.1:{self.pg.port}/{database}"
+
+    def copy(self, name: str) -> str:
+        """A new database with the template's schema and rows; its URI as the role."""
+        self.pg.psql(f"CREATE DATABASE {name} OWNER {self.user} TEMPLATE template_db")
+        return f"{self.base}/{name}"
+
+
+@contextlib.contextmanager
+def mlflow_schema_cluster(user: str = "mlflow") -> Iterator[SchemaCluster]:
+    """A private PostgreSQL with MLflow's tracking schema made once in ``template_db``, to copy per use.
+
+    ``PGPASSFILE`` finds the role's password for the while; the server is stopped afterwards."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     pg = Postgres().start()
@@ -415,16 +430,24 @@ def mlflow_schema_databases(
         password = secrets.token_hex(16)
         pg.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
         with patched_environ({"PGPASSFILE": str(pgpass_file(home, pg.port, user, password))}):
-            base = f"postgresql+psycopg2://{user}@127.0.0.1:{pg.port}"
-            artifacts = str(home / "artifacts")
+            cluster = SchemaCluster(
+                pg, user, f"postgresql+psycopg2://{user}@127.0.0.1:{pg.port}", str(home / "artifacts")
+            )
             pg.psql(f"CREATE DATABASE template_db OWNER {user}")
-            SqlAlchemyStore(f"{base}/template_db", artifacts).engine.dispose()
-            for name in names:
-                pg.psql(f"CREATE DATABASE {name} OWNER {user} TEMPLATE template_db")
-            yield {name: f"{base}/{name}" for name in names}, artifacts
+            SqlAlchemyStore(f"{cluster.base}/template_db", cluster.artifacts).engine.dispose()
+            yield cluster
     finally:
         pg.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_schema_databases(
+    names: tuple[str, ...], user: str = "mlflow"
+) -> Iterator[tuple[dict[str, str], str]]:
+    """A database per name with MLflow's tracking schema on one private PostgreSQL; URIs, artifact dir."""
+    with mlflow_schema_cluster(user) as cluster:
+        yield {name: cluster.copy(name) for name in names}, cluster.artifacts
 
 
 @dataclass
