@@ -21,6 +21,7 @@ from flask import Flask, Response, request
 from mlflow_ext import mlflow_internals, settings
 
 SETTING = "MLFLOW_EXT_PRESIGNED_ARTIFACT_URLS"
+SERVER_INFO_SUFFIX = "/mlflow/server-info"
 CAPABILITIES = ("multipart_uploads_enabled", "multipart_downloads_enabled")
 # MLflow's endpoints that answer with presigned URLs of the store (under any static prefix).
 PRESIGNING_PATHS = (
@@ -41,9 +42,23 @@ def _refuse_presigning() -> Response | None:
     return None
 
 
+def _withhold_in_flask_answer(response: Response) -> Response:
+    """MLflow before 3.17 answers server-info from Flask (3.17 and later: FastAPI, see install)."""
+    if response.status_code != 200 or not request.path.endswith(SERVER_INFO_SUFFIX):
+        return response
+    try:
+        info = json.loads(response.get_data())
+    except ValueError:
+        return response
+    if isinstance(info, dict):
+        response.set_data(json.dumps({**info, **dict.fromkeys(CAPABILITIES, False)}))
+    return response
+
+
 def install(flask_app: Flask, environ: Mapping[str, str]) -> None:
     """Keep presigned URLs away from clients unless the setting says they reach the store."""
     if settings.get(SETTING, environ):
         return
     mlflow_internals.withhold_server_capabilities(CAPABILITIES)
+    flask_app.after_request(_withhold_in_flask_answer)
     flask_app.before_request(_refuse_presigning)

@@ -83,6 +83,8 @@ def test_a_client_downloads_through_the_server_even_when_it_asks_for_multipart(
 
 def _app(environ: dict[str, str]) -> Flask:
     app = Flask(__name__)
+    # As MLflow before 3.17 serves it: from Flask.
+    app.add_url_rule("/api/3.0/mlflow/server-info", "info", lambda: {"multipart_downloads_enabled": True})
     app.add_url_rule(
         "/api/2.0/mlflow-artifacts/presigned/<path:p>", "presigned", lambda p: {"url": "http://s3/x"}
     )
@@ -95,7 +97,9 @@ def test_the_setting_turns_presigned_urls_back_on_for_stores_clients_reach(monke
     monkeypatch.setattr(artifact_access.mlflow_internals, "withhold_server_capabilities", withheld.append)
     on = _app({artifact_access.SETTING: "true"}).test_client()
     assert on.get("/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m").status_code == 200
+    assert on.get("/api/3.0/mlflow/server-info").json == {"multipart_downloads_enabled": True}
     assert withheld == []
     off = _app({}).test_client()
     assert off.get("/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m").status_code == 501
+    assert off.get("/api/3.0/mlflow/server-info").json["multipart_downloads_enabled"] is False
     assert withheld == [artifact_access.CAPABILITIES]
