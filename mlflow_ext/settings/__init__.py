@@ -122,19 +122,24 @@ def masked(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_env_file(path: str) -> dict[str, str]:
     """Parse a KEY=value env file the way both systemd and compose read our unquoted values."""
-    entries: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            text = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, start=1):
+    return parse_env(text, path)
+
+
+def parse_env(text: str, source: str) -> dict[str, str]:
+    """The KEY=value entries of an env file's text; ``source`` names it in errors."""
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         key, sep, value = stripped.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(f"{path}:{number}: expected KEY=value")
+            raise ConfigError(f"{source}:{number}: expected KEY=value")
         entries[key] = value
     return entries
 

@@ -84,15 +84,15 @@ def _provisioned_platform() -> Target | None:
         env,
         s3,
         os.environ.get("BENCH_BUCKET", "mlflow-artifacts"),
-        backend=_backend(SERVER_ENV_FILE.read_text()),
+        backend=_backend(SERVER_ENV_FILE),
         proxied=True,
     )
 
 
-def _backend(env_file_text: str) -> dict[str, str]:
-    values = dict(
-        line.split("=", 1) for line in env_file_text.splitlines() if "=" in line and not line.startswith("#")
-    )
+def _backend(env_file: Path) -> dict[str, str]:
+    from mlflow_ext.settings import read_env_file
+
+    values = read_env_file(str(env_file))
     return {name: values[name] for name in ("MLFLOW_BACKEND_STORE_URI", "PGPASSFILE") if name in values}
 
 
@@ -198,7 +198,7 @@ def platform_target() -> Iterator[Target]:
             started.client_env(),
             started.s3.client(),
             started.bucket,
-            backend=_backend(started.server.env_file.read_text()),
+            backend=_backend(started.server.env_file),
         )
 
 

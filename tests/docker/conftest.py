@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -28,18 +27,13 @@ from pathlib import Path
 import pytest
 
 from tests.lab import engine, stand_ins
+from tests.support.services import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_IMAGE = "mlflow-platform/server:local"
 BUCKET = "mlflow-artifacts"
 STARTUP_TIMEOUT = 900
 FIGURES: dict[str, str] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def secret() -> str:
@@ -238,7 +232,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         shutil.copytree(
             ROOT / "docker", directory, ignore=shutil.ignore_patterns("mlflow.env", ".env", "gocd-bridge.env")
         )
-        port = free_port()
+        (port,) = free_ports(1)
         values = write_env_files(directory, port)
         project = f"mlflow-platform-test-{os.getpid()}"
         the_stack = Stack(directory, project, port, env, values, cert=work / "proxy.crt")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from mlflow_ext.settings import parse_env
 from tests.lab.conftest import Platform, figure
 from tests.lab.lab import CLIENT, HOSTS, POSTGRESQL, PROXY, REPLICAS, docker, exec_in
 from tests.support.environ import patched_environ
@@ -239,8 +240,7 @@ def test_lockout_counts_the_clients_own_address_whatever_it_forwards(platform: P
 
 
 def env_file(replica: str) -> dict[str, str]:
-    lines = exec_in(replica, "cat", SERVER_ENV).splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return parse_env(exec_in(replica, "cat", SERVER_ENV), f"{replica}:{SERVER_ENV}")
 
 
 def test_both_replicas_share_their_secrets_and_a_webhook_fires_once(platform: Platform) -> None:
