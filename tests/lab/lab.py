@@ -34,7 +34,8 @@ GATEWAY = "172.30.14.1"
 FORWARD_PROXY_PORT = 3128
 LABEL = "mlflow-platform.lab"
 RESULTS = REPO / "results" / "lab"
-PIP_CACHE = RESULTS / "pip-cache"
+# pip's cache of the lab hosts: the machine's, outside any checkout, so a fresh clone's run finds it warm.
+PIP_CACHE = Path(os.environ.get("MLFLOW_LAB_PIP_CACHE", "/var/cache/mlflow-platform/lab-pip"))
 
 # Inventory host name -> address (ansible/inventories/lab/hosts.yml); lab-client runs the clients.
 HOSTS = {
@@ -110,7 +111,7 @@ class Lab:
         docker("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "--label", LABEL, NETWORK)
         self.forward_proxy = ForwardProxy(GATEWAY, FORWARD_PROXY_PORT).start()
         # pip's cache is shared by the hosts and kept between runs, as a warm cache on a real host: the second
-        # replica and later runs do not download the same wheels again.
+        # replica and later runs do not download and build the same wheels again.
         PIP_CACHE.mkdir(parents=True, exist_ok=True)
         for host, address in HOSTS.items():
             docker(
@@ -135,6 +136,8 @@ class Lab:
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible" / "ansible.cfg"),
             "MLFLOW_LAB_SECRETS_DIR": str(self.secrets_dir),
+            # Each task's time in the log: where a converge spends its minutes.
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
             # The docker connection runs `docker exec`: Debian's client, which speaks the engine's API.
             "PATH": f"{Path(engine.DOCKER).parent}:{os.environ.get('PATH', '')}",
         }
