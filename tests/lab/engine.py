@@ -26,9 +26,9 @@ DOCKERD = "/usr/sbin/dockerd"
 BASE_IMAGE = "mlflow-platform/debian:bookworm"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# No iptables rules on the host. overlay2 shares image layers between images and containers; vfs copies every
-# layer and every container's filesystem in full (a 1.2 GB image and five lab hosts filled a 60 GB disk), so it
-# is only the fallback for a filesystem overlay2 refuses.
+# No iptables rules on the host. overlay2 shares image layers between images and containers; vfs copies
+# every layer and every container's filesystem in full (a 1.2 GB image and five lab hosts filled a 60 GB
+# disk), so it is only the fallback for a filesystem overlay2 refuses.
 DOCKERD_ARGS = ("--iptables=false", "--ip-masq=false")
 STORAGE_DRIVERS = ("overlay2", "vfs")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -94,11 +94,13 @@ class Engine:
         raise RuntimeError(f"dockerd did not come up with any of {STORAGE_DRIVERS}; see {self.log_path}")
 
     def start(self, *args: str) -> bool:
-        """Start dockerd with DOCKERD_ARGS and `args`; False (and nothing left running) if it never answers."""
+        """dockerd with DOCKERD_ARGS and `args`; False (and nothing left running) if it never answers."""
         command = [DOCKERD, *DOCKERD_ARGS, *args]
         log(f"starting {' '.join(command)} (log: {self.log_path})")
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + self.start_timeout
         while not engine_answers():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -7,22 +7,14 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.lab.conftest import Platform, figure
 from tests.lab.lab import POSTGRESQL, REPLICAS, exec_in
 from tests.lab.test_lab import Load, access_log_lines, env_file, requests_per_replica, upstream_entries
 
+# The lab's backup key (backup_age_generate_identity), on the PostgreSQL host.
+IDENTITY = "/etc/mlflow-platform/backup-age-identity.txt"
 
-@pytest.mark.xfail(
-    run=False,
-    reason=(
-        "upgrade.yml refuses to go on without a fresh backup of every kind, and the backup role's "
-        "secrets archive looks for backup_secrets_paths on the PostgreSQL host, where a multi-host "
-        "platform keeps none of them (the generated secrets are on the controller, the servers' on "
-        "their own hosts)"
-    ),
-)
+
 def test_rolling_upgrade_across_the_replicas_fails_no_client_call(platform: Platform) -> None:
     load = Load(platform, clients=8)
     before = len(access_log_lines())
@@ -41,6 +33,36 @@ def test_rolling_upgrade_across_the_replicas_fails_no_client_call(platform: Plat
     figure("rolling upgrade: requests answered per replica", dict(sorted(counts.items())))
     assert outcome["rc"] == 0, "upgrade.yml failed: see results/lab/upgrade.log"
     assert load.failures == [], load.failures[:5]
+
+
+def test_the_backup_before_the_upgrade_archived_every_hosts_secrets(platform: Platform) -> None:
+    """upgrade.yml's backup ran on the PostgreSQL host, yet its encrypted archive holds the secrets of the
+    hosts that use them: the controller's generated ones, each server's env file, the proxy's TLS key."""
+    gathered = "var/lib/mlflow-platform/backup/hosts"
+    archive = exec_in(
+        POSTGRESQL, "sh", "-c",
+        "ls /var/backups/mlflow-platform/secrets | tail -n 1",
+    ).strip()  # fmt: skip
+    assert archive.startswith("secrets-"), archive
+    listing = exec_in(
+        POSTGRESQL, "sh", "-c",
+        f"age --decrypt --identity {IDENTITY} /var/backups/mlflow-platform/secrets/{archive} | tar --list",
+    ).split()  # fmt: skip
+    hosts = sorted(Path(name).name for name in listing if name.startswith(gathered + "/"))
+    figure("backup before the upgrade: hosts' secrets in the archive", hosts)
+    assert hosts == [
+        "lab-mlflow-1.tar",
+        "lab-mlflow-2.tar",
+        "lab-object-store.tar",
+        "lab-proxy.tar",
+        "localhost.tar",
+    ]
+    server = exec_in(POSTGRESQL, "tar", "--list", "--file", f"/{gathered}/lab-mlflow-2.tar").split()
+    assert "etc/mlflow/server.env" in server
+    proxy = exec_in(POSTGRESQL, "tar", "--list", "--file", f"/{gathered}/lab-proxy.tar").split()
+    assert any(name.startswith("etc/nginx/tls/") and name.endswith(".key") for name in proxy), proxy
+    controller = exec_in(POSTGRESQL, "tar", "--list", "--file", f"/{gathered}/localhost.tar").split()
+    assert any(name.endswith("/mlflow_admin_password") for name in controller), controller
 
 
 def server_connections() -> int:
