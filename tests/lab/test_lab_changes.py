@@ -1,5 +1,5 @@
-"""The lab's proofs that change the platform, run after the others (test_lab.py): a rolling upgrade under
-load, then PgBouncer turned on under load."""
+"""The lab's proofs that change the platform, run after the others (test_lab.py): PgBouncer turned on by a
+rolling upgrade under load, and the backup that upgrade took first."""
 
 from __future__ import annotations
 
@@ -15,14 +15,33 @@ from tests.lab.test_lab import Load, access_log_lines, env_file, requests_per_re
 IDENTITY = "/etc/mlflow-platform/backup-age-identity.txt"
 
 
-def test_rolling_upgrade_across_the_replicas_fails_no_client_call(platform: Platform) -> None:
+def test_a_rolling_upgrade_onto_pgbouncer_fails_no_client_call_and_bounds_the_connections(
+    platform: Platform,
+) -> None:
+    """The day-2 change of a growing platform: PgBouncer (transaction mode) installed on the PostgreSQL host,
+    then upgrade.yml (backup first, then one replica at a time) moves the servers onto it with NullPool, under
+    8 clients. No client call fails, and PostgreSQL serves at most one pool per database afterwards."""
+    without, load_without = connections_under_load(platform)
+    assert load_without.failures == [], load_without.failures[:5]
+    pool_size = 20
+    options = json.dumps({
+        "postgresql_pgbouncer_enabled": True,
+        "postgresql_pgbouncer_default_pool_size": pool_size,
+        "mlflow_server_extra_env": {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"},
+    })  # fmt: skip
+    # PgBouncer first: the servers keep their direct connections until their own restart.
+    result = platform.lab.converge("postgresql.yml", "-e", options, log_name="pgbouncer-postgresql")
+    assert result.returncode == 0, (
+        "postgresql.yml with PgBouncer failed: see results/lab/pgbouncer-postgresql.log"
+    )
+
     load = Load(platform, clients=8)
     before = len(access_log_lines())
     outcome: dict[str, int] = {}
     started = time.monotonic()
 
     def upgrade() -> None:
-        outcome["rc"] = platform.lab.converge("upgrade.yml", log_name="upgrade").returncode
+        outcome["rc"] = platform.lab.converge("upgrade.yml", "-e", options, log_name="upgrade").returncode
 
     load.run_while(upgrade)
     seconds = time.monotonic() - started
@@ -33,6 +52,18 @@ def test_rolling_upgrade_across_the_replicas_fails_no_client_call(platform: Plat
     figure("rolling upgrade: requests answered per replica", dict(sorted(counts.items())))
     assert outcome["rc"] == 0, "upgrade.yml failed: see results/lab/upgrade.log"
     assert load.failures == [], load.failures[:5]
+    for replica in REPLICAS:
+        env = env_file(replica)
+        assert ":6432/" in env["MLFLOW_BACKEND_STORE_URI"]
+        assert env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] == "NullPool"
+
+    with_pgbouncer, load_with = connections_under_load(platform)
+    figure("PgBouncer: most server connections under 8 clients, without", without)
+    figure("PgBouncer: most server connections under 8 clients, with (transaction mode)", with_pgbouncer)
+    figure("PgBouncer: client calls without / with", f"{load_without.calls} / {load_with.calls}")
+    assert load_with.failures == [], load_with.failures[:5]
+    # Two databases (tracking, auth), one pool each: PgBouncer never opens more.
+    assert 0 < with_pgbouncer <= 2 * pool_size
 
 
 def test_the_backup_before_the_upgrade_archived_every_hosts_secrets(platform: Platform) -> None:
@@ -88,29 +119,3 @@ def connections_under_load(platform: Platform, seconds: float = 30) -> tuple[int
 
     load.run_while(sample)
     return max(samples), load
-
-
-def test_pgbouncer_in_transaction_mode_bounds_the_server_connections(platform: Platform) -> None:
-    without, load_without = connections_under_load(platform)
-    assert load_without.failures == [], load_without.failures[:5]
-    pool_size = 20
-    options = json.dumps({
-        "postgresql_pgbouncer_enabled": True,
-        "postgresql_pgbouncer_default_pool_size": pool_size,
-        "mlflow_server_extra_env": {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"},
-        "mlflow_server_restart": True,
-    })  # fmt: skip
-    for playbook in ("postgresql.yml", "mlflow_server.yml"):
-        result = platform.lab.converge(playbook, "-e", options, log_name=f"pgbouncer-{Path(playbook).stem}")
-        assert result.returncode == 0, f"{playbook} with PgBouncer failed: see results/lab/"
-    for replica in REPLICAS:
-        env = env_file(replica)
-        assert ":6432/" in env["MLFLOW_BACKEND_STORE_URI"]
-        assert env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] == "NullPool"
-    with_pgbouncer, load_with = connections_under_load(platform)
-    figure("PgBouncer: most server connections under 8 clients, without", without)
-    figure("PgBouncer: most server connections under 8 clients, with (transaction mode)", with_pgbouncer)
-    figure("PgBouncer: client calls without / with", f"{load_without.calls} / {load_with.calls}")
-    assert load_with.failures == [], load_with.failures[:5]
-    # Two databases (tracking, auth), one pool each: PgBouncer never opens more.
-    assert 0 < with_pgbouncer <= 2 * pool_size
