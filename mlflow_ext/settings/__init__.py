@@ -13,10 +13,11 @@ parses it, and raises ConfigError naming the variable (never its value).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from mlflow_ext.errors import ConfigError
@@ -153,6 +154,22 @@ def apply_env_file(env_file: str | None) -> dict[str, str]:
     if env_file:
         os.environ.update(read_env_file(env_file))
     return dict(os.environ)
+
+
+@contextlib.contextmanager
+def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """`env` over os.environ for the length of a block (for code that reads only os.environ, such as
+    MLflow's clients and boto3), every variable back as it was afterwards, set or unset."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def render_env_example() -> str:

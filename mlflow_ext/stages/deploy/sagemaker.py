@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from mlflow_ext.errors import ConfigError, StageFailed
+from mlflow_ext.settings import patched_environ
 from mlflow_ext.stages.common import mlflow_message
 from mlflow_ext.stages.deploy.base import Deployment, DeployRequest, DeployTarget
 
@@ -140,16 +141,8 @@ class SageMakerTarget(DeployTarget):
     def _in_region(self) -> Iterator[None]:
         """Around MLflow's client calls: some of its boto3 clients (STS, IAM, and S3 for the default
         bucket) name no region and fail without one in the environment, or use another region."""
-        saved = {key: os.environ.get(key) for key in REGION_ENV}
-        os.environ.update(dict.fromkeys(REGION_ENV, self.region))
-        try:
+        with patched_environ(dict.fromkeys(REGION_ENV, self.region)):
             yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _aws(self, service: str) -> Any:
         """A boto3 client in the target's region, as the role ``assume_role_arn`` when given."""
