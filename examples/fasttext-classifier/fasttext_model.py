@@ -25,7 +25,7 @@ def predict_labels(model: Any, texts: list[str]) -> list[str]:
 
 
 class FastTextClassifier(mlflow.pyfunc.PythonModel):
-    """Input: a DataFrame with a ``text`` column (or a list of strings). Output: one label per row."""
+    """Input: a DataFrame with a ``text`` column (or a list of strings). Output: a list, one label per row."""
 
     def load_context(self, context: Any) -> None:
         import fasttext
@@ -40,4 +40,6 @@ class FastTextClassifier(mlflow.pyfunc.PythonModel):
             texts = model_input[TEXT].tolist() if TEXT in model_input else model_input.iloc[:, 0].tolist()
         else:
             texts = list(model_input)
-        return pd.Series(predict_labels(self.model, texts), name="label")
+        # A plain list: the scoring server answers {"predictions": ["billing", ...]}, as the registered
+        # model predicts here (a named Series would be served as records, [{"label": "billing"}, ...]).
+        return predict_labels(self.model, texts)

@@ -1,7 +1,12 @@
 """End to end, playing the GoCD agent: the generated pipelines of the example catalog, run task by task.
 
+Every model project of the catalog goes through the same steps (the tests are parametrized by project:
+iris-classifier with scikit-learn, fasttext-classifier a fastText pyfunc, spark-classifier a Spark MLlib
+pipeline), sharing one platform, fake GoCD, bridge and checkout:
+
 1. `mlflow-ext gocd generate` turns gocd/examples/catalog.yaml (pointed at a git checkout of the example
-   project, the test platform and a free port) into YAML config-repo pipelines and the bridge's routing file.
+   projects, the test platform and a free port per champion deployment) into YAML config-repo pipelines and
+   the bridge's routing file.
 2. The build pipeline's `exec` tasks run in order in the checkout with the GO_* variables a GoCD agent sets:
    train (the example's entry point), register, evaluate.
 3. `mlflow-ext promote` moves @champion to the new version; the MLflow server's webhook reaches
@@ -10,8 +15,13 @@
    `run_if` and approving the production deploy gate through GoCD's API: verify-data, evaluate, deploy (a
    real venv, served as a supervised process), smoke-test, report. The model answers on its endpoint and
    the version carries deploy.status=deployed.
-5. A second release after the test data changed stops at verify-data, and its `run_if: failed` task records
-   deploy.status=failed with the stage.
+5. A second release after the test data's schema changed (a column renamed) stops at verify-data, and its
+   `run_if: failed` task records deploy.status=failed with the stage.
+
+Each task's time is recorded; the module prints a table of seconds per stage and project at the end (`-s`).
+Bounded: one venv per requirements set (the deploy target caches it per deployment; pip uses the machine's
+cache), Spark in local mode with one core, 512 MB driver, no web UI and loopback addresses only in the
+stage processes, and each project's deployment is removed once its tests are done.
 """
 
 from __future__ import annotations
@@ -40,12 +50,70 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "gocd" / "examples" / "catalog.yaml"
-EXAMPLE = "examples/iris-classifier"
-MODEL = "iris-classifier"
-BUILD = f"{MODEL}-build"
-RELEASE = f"{MODEL}-release-champion"
 TOKEN = "gocd-token-for-the-agent-play-0123"
 GO_SERVER_URL = "https://gocd.example.com/go"
+# Spark in the stage processes (evaluate and smoke-test load the model through pyfunc): bounded, no web UI,
+# nothing listening beyond the loopback interface.
+SPARK_ENV = {
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "PYSPARK_SUBMIT_ARGS": (
+        "--master local[1] --driver-memory 512m --conf spark.ui.enabled=false pyspark-shell"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    """A model project of the catalog and what its served model must answer."""
+
+    model: str
+    example: str
+    rows: list[dict[str, Any]]  # sent to the deployment's /invocations
+    answers: list[Any]  # what it must predict for them
+    renamed: tuple[str, str]  # the test data's column renamed for the bad-input release
+
+    @property
+    def build(self) -> str:
+        return f"{self.model}-build"
+
+    @property
+    def release(self) -> str:
+        return f"{self.model}-release-champion"
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.model}-champion"
+
+
+PROJECTS = [
+    Project(
+        "iris-classifier",
+        "examples/iris-classifier",
+        [{"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}],
+        ["virginica"],
+        ("petal_width", "petal_width_cm"),
+    ),
+    Project(
+        "fasttext-classifier",
+        "examples/fasttext-classifier",
+        [
+            {"text": "hello my parcel never arrived where is it"},
+            {"text": "my invoice is wrong please refund me"},
+        ],
+        ["shipping", "billing"],
+        ("text", "ticket"),
+    ),
+    Project(
+        "spark-classifier",
+        "examples/spark-classifier",
+        [
+            {"tenure_months": 2, "monthly_charge": 115.0, "support_calls": 6, "contract": "monthly"},
+            {"tenure_months": 70, "monthly_charge": 20.0, "support_calls": 0, "contract": "two-year"},
+        ],
+        ["leaves", "stays"],
+        ("contract", "contract_type"),
+    ),
+]
 
 
 @dataclass
@@ -57,6 +125,7 @@ class TaskRun:
     returncode: int | None  # None: skipped because of run_if
     stdout: str = ""
     stderr: str = ""
+    seconds: float = 0.0
 
 
 class Agent:
@@ -105,6 +174,7 @@ class Agent:
                     if (run_if == "passed" and job_failed) or (run_if == "failed" and not job_failed):
                         runs.append(TaskRun(stage, job, argv, run_if, None))
                         continue
+                    started = time.monotonic()
                     result = subprocess.run(
                         argv,
                         cwd=self.checkout / spec.get("working_directory", "."),
@@ -115,7 +185,16 @@ class Agent:
                         check=False,
                     )
                     runs.append(
-                        TaskRun(stage, job, argv, run_if, result.returncode, result.stdout, result.stderr)
+                        TaskRun(
+                            stage,
+                            job,
+                            argv,
+                            run_if,
+                            result.returncode,
+                            result.stdout,
+                            result.stderr,
+                            round(time.monotonic() - started, 1),
+                        )
                     )
                     job_failed = job_failed or result.returncode != 0
                 stage_failed = stage_failed or job_failed
@@ -143,6 +222,15 @@ def executed(runs: list[TaskRun]) -> list[tuple[str, str, int | None]]:
     ]
 
 
+def seconds_per_stage(runs: list[TaskRun]) -> dict[str, float]:
+    """Seconds per stage of the tasks that ran, in stage order."""
+    found: dict[str, float] = {}
+    for run in runs:
+        if run.returncode is not None:
+            found[run.stage] = round(found.get(run.stage, 0.0) + run.seconds, 1)
+    return found
+
+
 @dataclass
 class World:
     platform: Platform
@@ -151,29 +239,56 @@ class World:
     agent: Agent
     checkout: Path
     pipelines: dict[str, Any]
-    port: int
+    ports: dict[str, int]  # champion deployment's port per model
     client: Any
+    timings: dict[str, dict[str, float]]  # model -> "<pipeline part>/<stage>" -> seconds
+
+    def record(self, project: Project, part: str, seconds: dict[str, float]) -> None:
+        self.timings.setdefault(project.model, {}).update(
+            {f"{part}/{stage}": value for stage, value in seconds.items()}
+        )
+
+
+def timing_table(timings: dict[str, dict[str, float]]) -> str:
+    steps = list(dict.fromkeys(step for found in timings.values() for step in found))
+    models = list(timings)
+    lines = ["seconds per stage".ljust(24) + "".join(model.rjust(21) for model in models)]
+    for step in steps:
+        cells = "".join(
+            (f"{timings[model][step]:.1f}" if step in timings[model] else "-").rjust(21) for model in models
+        )
+        lines.append(step.ljust(24) + cells)
+    totals = "".join(f"{sum(timings[model].values()):.1f}".rjust(21) for model in models)
+    lines.append("total".ljust(24) + totals)
+    return "\n".join(lines)
 
 
 def make_checkout(path: Path) -> Path:
-    """A git repository holding the example project at its place in the platform repository."""
-    target = path / EXAMPLE
-    shutil.copytree(REPO / EXAMPLE, target, ignore=shutil.ignore_patterns("mlruns", "__pycache__", "*.db"))
+    """A git repository holding the example projects at their places in the platform repository."""
+    for project in PROJECTS:
+        shutil.copytree(
+            REPO / project.example,
+            path / project.example,
+            ignore=shutil.ignore_patterns("mlruns", "__pycache__", "*.db", "spark-warehouse", "metastore_db"),
+        )
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.email", "ci@example.com")
     git(path, "config", "user.name", "CI")
     git(path, "remote", "add", "origin", "https://git.example.com/ml/mlflow-platform.git")
     git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "iris classifier")
+    git(path, "commit", "-q", "-m", "example model projects")
     return path
 
 
-def generate(workdir: Path, tracking_uri: str, port: int) -> tuple[dict[str, Any], str]:
-    """The example catalog, pointed at this test's platform and port, through `mlflow-ext gocd generate`."""
+def generate(workdir: Path, tracking_uri: str, ports: dict[str, int]) -> tuple[dict[str, Any], str]:
+    """The example catalog, pointed at this test's platform and ports, through `mlflow-ext gocd generate`."""
     catalog = yaml.safe_load(CATALOG.read_text())
     catalog["tracking_uri"] = tracking_uri
-    entry = next(model for model in catalog["models"] if model["name"] == MODEL)
-    entry["aliases"]["champion"]["deploy"] = {"port": port}
+    assert {entry["name"] for entry in catalog["models"]} == set(ports), (
+        "a catalog model without a project here"
+    )
+    for entry in catalog["models"]:
+        entry["aliases"]["champion"]["deploy"] = {"port": ports[entry["name"]]}
     path = workdir / "catalog.yaml"
     path.write_text(yaml.safe_dump(catalog, sort_keys=False))
     out, routes = workdir / "pipelines", workdir / "routes.yaml"
@@ -211,9 +326,11 @@ def generate(workdir: Path, tracking_uri: str, port: int) -> tuple[dict[str, Any
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("agentplay")
     checkout = make_checkout(workdir / "checkout")
-    (port,) = free_ports(1)
+    ports = dict(zip([project.model for project in PROJECTS], free_ports(len(PROJECTS)), strict=True))
+    timings: dict[str, dict[str, float]] = {}
+    started = time.monotonic()
     with running_platform(extra_env=webhook_env()) as platform, FakeGoCD(tokens={TOKEN: GOCD_USER}) as gocd:
-        pipelines, routes = generate(workdir, platform.tracking_uri, port)
+        pipelines, routes = generate(workdir, platform.tracking_uri, ports)
         for name, pipeline in pipelines.items():
             stages = [next(iter(entry)) for entry in pipeline["stages"]]
             manual = [
@@ -243,6 +360,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "MLFLOW_EXT_DEPLOY_ROOT": str(workdir / "deployments"),
             "MLFLOW_EXT_DEPLOY_MODE": "process",
             "HOME": str(workdir),
+            # A GoCD agent keeps its pip cache between jobs: the deploy stage's venvs install from the
+            # machine's (pyspark alone is a 400 MB wheel built from its sdist).
+            "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
+            **SPARK_ENV,
         }
         from mlflow import MlflowClient
 
@@ -257,48 +378,69 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     Agent(checkout, agent_env, GoCDClient(gocd.url, token=TOKEN)),
                     checkout,
                     pipelines,
-                    port,
+                    ports,
                     MlflowClient(tracking_uri=platform.tracking_uri),
+                    timings,
                 )
         finally:
-            subprocess.run(
-                [str(VENV_BIN / "mlflow-ext"), "deploy", "--name", f"{MODEL}-champion", "--remove"],
-                env=agent_env,
-                capture_output=True,
-                check=False,
-            )
+            for project in PROJECTS:
+                remove_deployment(agent_env, project)
             bridge.cleanup()
             shutil.rmtree(workdir, ignore_errors=True)
+            if timings:
+                print(f"\n{timing_table(timings)}\nmodule: {time.monotonic() - started:.0f} s")
+
+
+def remove_deployment(env: dict[str, str], project: Project) -> None:
+    subprocess.run(
+        [str(VENV_BIN / "mlflow-ext"), "deploy", "--name", project.deployment, "--remove"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module", params=PROJECTS, ids=[project.model for project in PROJECTS])
+def project(request: pytest.FixtureRequest, world: World) -> Iterator[Project]:
+    yield request.param
+    # Done with this project: its served model (a JVM for Spark) stops before the next one starts.
+    remove_deployment(world.agent.base_env, request.param)
 
 
 @pytest.fixture(scope="module")
-def built(world: World) -> list[TaskRun]:
-    return world.agent.run(BUILD, world.pipelines[BUILD], counter=1)
+def built(world: World, project: Project) -> list[TaskRun]:
+    runs = world.agent.run(project.build, world.pipelines[project.build], counter=1)
+    world.record(project, "build", seconds_per_stage(runs))
+    return runs
 
 
-def test_the_build_pipeline_trains_registers_and_evaluates(world, built):
+def test_the_build_pipeline_trains_registers_and_evaluates(world, project, built):
+    build, model = project.build, project.model
     assert executed(built) == [
         ("train", "entry point", 0),
         ("register", "register", 0),
         ("evaluate", "evaluate", 0),
     ], describe(built)
-    version = world.client.get_model_version(MODEL, "1")
-    assert version.tags["build.pipeline"] == BUILD and version.tags["build.counter"] == "1"
+    version = world.client.get_model_version(model, "1")
+    assert version.tags["build.pipeline"] == build and version.tags["build.counter"] == "1"
     assert version.tags["evaluation.status"] == "passed"
     run = world.client.get_run(version.run_id)
-    assert run.data.tags["lineage.ci.pipeline"] == BUILD
+    assert run.data.tags["lineage.ci.pipeline"] == build
     assert run.data.tags["lineage.ci.stage"] == "train"
     assert run.data.tags["lineage.code.commit"] == git(world.checkout, "rev-parse", "HEAD").strip()
     assert run.data.tags["lineage.data.test.csv.role"] == "test"
 
 
 @pytest.fixture(scope="module")
-def scheduled(world: World, built: list[TaskRun]):
+def scheduled(world: World, project: Project, built: list[TaskRun]):
+    model, release = project.model, project.release
+    started = time.monotonic()
     result = subprocess.run(
         [
             "mlflow-ext",
             "promote",
-            MODEL,
+            model,
             "1",
             "--to",
             "champion",
@@ -314,29 +456,39 @@ def scheduled(world: World, built: list[TaskRun]):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["changed"] is True
-    (schedule,) = world.gocd.wait_for_schedules(1, RELEASE, timeout=60)
+    (schedule,) = world.gocd.wait_for_schedules(1, release, timeout=60)
+    world.record(project, "promote", {"to-schedule": round(time.monotonic() - started, 1)})
     return schedule
 
 
-def test_the_bridge_schedules_the_release_with_every_variable(world, scheduled):
+def test_the_bridge_schedules_the_release_with_every_variable(world, project, scheduled):
+    model = project.model
     assert scheduled.approver == GOCD_USER
-    version = world.client.get_model_version(MODEL, "1")
+    version = world.client.get_model_version(model, "1")
     assert scheduled.variables == {
-        "MLFLOW_MODEL_NAME": MODEL,
+        "MLFLOW_MODEL_NAME": model,
         "MLFLOW_MODEL_VERSION": "1",
         "MLFLOW_MODEL_ALIAS": "champion",
         "MLFLOW_RUN_ID": version.run_id,
-        "MLFLOW_MODEL_URI": f"models:/{MODEL}/1",
+        "MLFLOW_MODEL_URI": f"models:/{model}/1",
         "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
     }
 
 
 @pytest.fixture(scope="module")
-def released(world: World, scheduled) -> list[TaskRun]:
-    return world.agent.run(RELEASE, world.pipelines[RELEASE], scheduled.counter, scheduled.variables)
+def released(world: World, project: Project, scheduled) -> list[TaskRun]:
+    runs = world.agent.run(
+        project.release, world.pipelines[project.release], scheduled.counter, scheduled.variables
+    )
+    world.record(project, "release", seconds_per_stage(runs))
+    print(
+        f"\n{project.model}: " + ", ".join(f"{k} {v:.1f}s" for k, v in world.timings[project.model].items())
+    )
+    return runs
 
 
-def test_the_release_pipeline_deploys_and_reports(world, scheduled, released):
+def test_the_release_pipeline_deploys_and_reports(world, project, scheduled, released):
+    model, release = project.model, project.release
     assert executed(released) == [
         ("verify-data", "verify-data", 0),
         ("evaluate", "evaluate", 0),
@@ -346,44 +498,49 @@ def test_the_release_pipeline_deploys_and_reports(world, scheduled, released):
     ], describe(released)
     assert all(run.returncode is None for run in released if run.run_if == "failed")
     # The production deploy gate was approved through GoCD's API before the stage ran.
-    instance = GoCDClient(world.gocd.url, token=TOKEN).instance(RELEASE, scheduled.counter)
+    instance = GoCDClient(world.gocd.url, token=TOKEN).instance(release, scheduled.counter)
     deploy_stage = next(stage for stage in instance["stages"] if stage["name"] == "deploy")
     assert deploy_stage["approval_type"] == "manual" and deploy_stage["approved_by"] == GOCD_USER
 
-    tags = world.client.get_model_version(MODEL, "1").tags
+    tags = world.client.get_model_version(model, "1").tags
     assert tags["deploy.status"] == "deployed"
-    assert tags["deploy.pipeline"] == RELEASE and tags["deploy.counter"] == str(scheduled.counter)
-    assert tags["deploy.name"] == f"{MODEL}-champion" and tags["deploy.target"] == "local"
-    assert tags["deploy.endpoint"] == f"http://127.0.0.1:{world.port}"
+    assert tags["deploy.pipeline"] == release and tags["deploy.counter"] == str(scheduled.counter)
+    assert tags["deploy.name"] == f"{model}-champion" and tags["deploy.target"] == "local"
+    assert tags["deploy.endpoint"] == f"http://127.0.0.1:{world.ports[model]}"
     assert tags["evaluation.status"] == "passed"
 
-    row = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
     answer = requests.post(
-        f"{tags['deploy.endpoint']}/invocations", json={"dataframe_records": [row]}, timeout=30
+        f"{tags['deploy.endpoint']}/invocations", json={"dataframe_records": project.rows}, timeout=60
     ).json()
-    assert answer == {"predictions": ["virginica"]}
+    assert answer == {"predictions": project.answers}
 
 
-def test_a_release_on_changed_test_data_stops_at_verify_data_and_says_so(world, released):
-    data = world.checkout / EXAMPLE / "data" / "test.csv"
-    lines = data.read_text().splitlines()
-    data.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer
-    git(world.checkout, "commit", "-q", "-am", "drop a test row")
+def test_a_release_on_test_data_of_another_schema_stops_at_verify_data_and_says_so(world, project, released):
+    model, release = project.model, project.release
+    data = world.checkout / project.example / "data" / "test.csv"
+    header, rest = data.read_text().split("\n", 1)
+    before, after = project.renamed
+    assert before in header.split(",")
+    data.write_text(
+        ",".join(after if column == before else column for column in header.split(",")) + "\n" + rest
+    )
+    git(world.checkout, "commit", "-q", "-am", f"{model}: rename a test data column")
     variables = {
-        "MLFLOW_MODEL_NAME": MODEL,
+        "MLFLOW_MODEL_NAME": model,
         "MLFLOW_MODEL_VERSION": "1",
         "MLFLOW_MODEL_ALIAS": "champion",
         "MLFLOW_RUN_ID": "",
-        "MLFLOW_MODEL_URI": f"models:/{MODEL}/1",
+        "MLFLOW_MODEL_URI": f"models:/{model}/1",
         "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
     }
-    world.agent.gocd.schedule(RELEASE, variables)
-    schedule = world.gocd.wait_for_schedules(2, RELEASE)[-1]
-    runs = world.agent.run(RELEASE, world.pipelines[RELEASE], schedule.counter, schedule.variables)
+    world.agent.gocd.schedule(release, variables)
+    schedule = world.gocd.wait_for_schedules(2, release)[-1]
+    runs = world.agent.run(release, world.pipelines[release], schedule.counter, schedule.variables)
+    world.record(project, "bad input", seconds_per_stage(runs))
     assert executed(runs) == [("verify-data", "verify-data", 7), ("verify-data", "report", 0)], describe(runs)
-    assert "rows: recorded 30, found 29 (-1)" in runs[0].stderr
-    tags = world.client.get_model_version(MODEL, "1").tags
+    assert f"column added: {after}" in runs[0].stderr and f"column removed: {before}" in runs[0].stderr
+    tags = world.client.get_model_version(model, "1").tags
     assert tags["deploy.status"] == "failed" and tags["deploy.stage"] == "verify-data"
     assert tags["deploy.counter"] == str(schedule.counter)
     # The running deployment was not touched.
-    assert requests.get(f"http://127.0.0.1:{world.port}/ping", timeout=10).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{world.ports[model]}/ping", timeout=10).status_code == 200
