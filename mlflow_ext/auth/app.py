@@ -15,6 +15,8 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
    requests MLflow's middleware would only pass on straight to Flask, without its per-request cost;
 6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all;
 7. a new model version gets the authenticated user as its ``user_id`` (``registrant``).
+8. the guard's decoded request body is Flask's request JSON, and well-formed log-batch bodies are
+   turned into entities without MLflow's protobuf conversion (``log_batch``).
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -27,7 +29,18 @@ import os
 from typing import Any
 
 from mlflow_ext import artifact_access, mlflow_internals
-from mlflow_ext.auth import asgi, authn, config, guard, metrics, policy, ready, registrant, routes
+from mlflow_ext.auth import (
+    asgi,
+    authn,
+    config,
+    guard,
+    log_batch,
+    metrics,
+    policy,
+    ready,
+    registrant,
+    routes,
+)
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
 from mlflow_ext.auth.memo import AuthMemo, RunExperiments, wrap_run_requirement, wrap_store
@@ -88,6 +101,8 @@ def create_app() -> Any:
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
+    # The guard's decoded body is Flask's request JSON; well-formed log-batch bodies skip protobuf.
+    log_batch.install(flask_app)
     # Outermost, before authentication and the Host check: monitors need no credentials to ask.
     readiness = ready.Readiness(ready.checks_from(os.environ))
     metrics.install(served, readiness.states)

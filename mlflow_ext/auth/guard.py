@@ -22,13 +22,16 @@ gives the same HTML 500 when the auth app reads it. Three pieces, installed by `
   one (the server's log keeps the details), and an answer that is not JSON (an HTML page, a plain
   "Permission denied") becomes MLflow's error JSON with the same status.
 
-Successful answers and artifact transfers pass untouched and unbuffered.
+Successful answers and artifact transfers pass untouched and unbuffered. A body the guard decoded is
+shared with the app behind it (``shared_body``), so it is decoded once per request
+(``mlflow_ext.auth.log_batch`` hands it to Flask as the request's JSON).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
 import logging
 import math
@@ -277,9 +280,18 @@ def checks_body(scope: Scope) -> bool:
 
 
 def problem_in_body(path: str, raw: bytes) -> str | None:
+    return checked_body(path, raw)[1]
+
+
+def checked_body(path: str, raw: bytes) -> tuple[Any, str | None]:
+    """The decoded body and the problem with it (None when it passes): one ``json.loads`` for both."""
     document, problem = decode_json(raw)
     if problem:
-        return problem
+        return None, problem
+    return document, _problem_in_document(path, document)
+
+
+def _problem_in_document(path: str, document: Any) -> str | None:
     any_root = any(marker in path for marker in ANY_ROOT_MARKERS)
     if problem := problem_in_document(document, any_root=any_root):
         return problem
@@ -293,6 +305,22 @@ def problem_in_body(path: str, raw: bytes) -> str | None:
             return problem
         return problem_in_metrics(path, document)
     return None
+
+
+# The body of the current request as the guard read and decoded it, for the app behind it (Flask's
+# request JSON, the log-batch route): a context variable, because MLflow's WSGI bridge hands Flask a
+# fresh environ but runs it in a copy of the request's context.
+_SHARED_BODY: contextvars.ContextVar[tuple[bytes, Any] | None] = contextvars.ContextVar(
+    "mlflow_ext_shared_body", default=None
+)
+
+
+def shared_body() -> tuple[bytes, Any] | None:
+    """(raw body, decoded JSON) of the current request if the guard decoded it, else None.
+
+    The raw bytes come along so that a reader can check that the body it holds is the one decoded.
+    """
+    return _SHARED_BODY.get()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -472,9 +500,12 @@ class Guard:
         problem = problem_in_query(path, scope.get("query_string", b""))
         if problem is None and b"%00" in raw_path.lower():
             problem = MESSAGE_NUL
+        shared: tuple[bytes, Any] | None = None
         if problem is None and checks_body(scope):
             body, receive = await _buffered(receive)
-            problem = problem_in_body(path, body)
+            document, problem = checked_body(path, body)
+            if problem is None and body:
+                shared = (body, document)
         if problem is not None:
             await _answer(send, 400, error_body(INVALID_PARAMETER_VALUE, problem))
             return
@@ -482,6 +513,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         sender = _ErrorCleaner(send)
+        token = _SHARED_BODY.set(shared)
         try:
             await self.app(scope, receive, sender)
         except Exception as exc:
@@ -491,6 +523,8 @@ class Guard:
             if status >= 500:
                 _logger.error("%s %s failed: %s", scope["method"], path, code, exc_info=exc)
             await _answer(send, status, error_body(code, message))
+        finally:
+            _SHARED_BODY.reset(token)
 
 
 async def _buffered(receive: Any) -> tuple[bytes, Any]:

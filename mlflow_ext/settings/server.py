@@ -129,6 +129,15 @@ SETTINGS: tuple[Setting, ...] = (
         default="true",
     ),
     Setting(
+        "MLFLOW_EXT_FAST_LOG_BATCH",
+        "Answer well-formed log-batch requests without MLflow's protobuf conversion (same entities, store "
+        "call, answers and permission checks; any other body goes to MLflow's handler); false: MLflow's "
+        "handler serves them all.",
+        "true",
+        parse=boolean,
+        default="true",
+    ),
+    Setting(
         "MLFLOW_EXT_PRESIGNED_ARTIFACT_URLS",
         "Hand clients presigned URLs of the artifact store (multipart uploads and downloads straight to S3). "
         "Only when every client reaches MLFLOW_S3_ENDPOINT_URL at that address; false: every artifact goes "
