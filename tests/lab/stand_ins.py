@@ -11,9 +11,10 @@ from tests.lab import engine
 
 IMAGES = Path(__file__).resolve().parent / "images"
 
+# The official Debian image is debootstrap's minbase too (slimmed): the base itself, under its tag.
+BASE_TAGS = ("debian:bookworm-slim",)
 # Tag -> directory of tests/lab/images.
 STAND_INS = {
-    "python:3.11-slim-bookworm": "python",
     "postgres:15-bookworm": "postgres",
     "nginx:1.28": "nginx",
     "chrislusf/seaweedfs:4.48": "seaweedfs",
@@ -32,6 +33,10 @@ def ensure_stand_ins(rebuild: bool = False, log_dir: Path | None = None) -> list
     """Build each stand-in whose tag is missing (all of them with rebuild); the tags built."""
     engine.ensure_base_image()
     built = []
+    for tag in BASE_TAGS:
+        if rebuild or not engine.image_exists(tag):
+            engine.run(engine.DOCKER, "tag", engine.BASE_IMAGE, tag, timeout=60)
+            built.append(tag)
     for tag, name in STAND_INS.items():
         if not rebuild and engine.image_exists(tag):
             continue
