@@ -312,7 +312,7 @@ def test_dockerfile_installs_the_lock_and_nothing_else() -> None:
         else:
             # The local package, without dependencies: exactly what the Ansible venv does.
             assert "--no-deps" in words and words[-1] in (".", "/wheels/mlflow_ext-*.whl"), words
-    builder, runtime = dockerfile_stages()
+    _python, builder, runtime = dockerfile_stages()
     assert any(k == "COPY" and a == f"{LOCK} {LOCK}" for k, a in builder)
     assert any(k == "RUN" and f"source={LOCK}" in a for k, a in runtime)
     _builder_pips, runtime_pips = (
@@ -326,10 +326,14 @@ def test_dockerfile_installs_the_lock_and_nothing_else() -> None:
 
 def test_dockerfile_runtime_stage() -> None:
     stages = dockerfile_stages()
-    assert len(stages) == 2
-    bases = [stage[0][1].split()[0] for stage in stages]
-    assert bases[0] == bases[1], "builder and runtime on the same base"
-    assert re.fullmatch(r"python:3\.11-slim-bookworm", bases[0]), bases[0]
+    assert len(stages) == 3
+    python, builder, runtime_stage = stages
+    # One interpreter for both: Debian bookworm's Python 3.11 (the Ansible venv's) on the slim base.
+    assert python[0][1] == "debian:bookworm-slim AS python"
+    assert builder[0][1] == "python AS builder" and runtime_stage[0][1] == "python AS runtime"
+    apt = " ".join(a for k, a in python if k == "RUN")
+    assert re.search(r"apt-get install .*\bpython3\b.*\bpython3-venv\b", apt), apt
+    assert not re.search(r"gcc|build-essential|g\+\+|-dev\b", apt), "no compiler in the shared base"
 
     runtime = dict(stages[-1])  # last of each instruction
     text = " ".join(a for _, a in stages[-1])
