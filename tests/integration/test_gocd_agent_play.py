@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ TOKEN = "gocd-token-for-the-agent-play-0123"
 GO_SERVER_URL = "https://gocd.example.com/go"
 # Spark in the stage processes (evaluate and smoke-test load the model through pyfunc): bounded, no web UI,
 # nothing listening beyond the loopback interface.
+SPARK_UI_PORT = 4040  # Spark's default
 SPARK_ENV = {
     "SPARK_LOCAL_IP": "127.0.0.1",
     "PYSPARK_SUBMIT_ARGS": (
@@ -513,6 +515,9 @@ def test_the_release_pipeline_deploys_and_reports(world, project, scheduled, rel
         f"{tags['deploy.endpoint']}/invocations", json={"dataframe_records": project.rows}, timeout=60
     ).json()
     assert answer == {"predictions": project.answers}
+    # The served model opens no port but its own: a Spark model's JVM would add its web UI on every interface.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", SPARK_UI_PORT), timeout=5).close()
 
 
 def test_a_release_on_test_data_of_another_schema_stops_at_verify_data_and_says_so(world, project, released):

@@ -375,6 +375,10 @@ class LocalTarget(DeployTarget):
             "LANG": "C.UTF-8",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_MODELS_WORKERS": str(self.workers),
+            # A Spark model's JVM (started by pyfunc): no web UI, and nothing listening beyond the loopback
+            # interface, like the server itself. Models without Spark never read these.
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_SUBMIT_ARGS": "--conf spark.ui.enabled=false pyspark-shell",
         }
 
     @staticmethod
