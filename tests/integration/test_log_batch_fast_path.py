@@ -334,20 +334,24 @@ def test_a_deleted_run(admins, experiment_id):
     assert answers[0][0] == 400
 
 
+def grant(platform, username: str, experiment_id: str, permission: str) -> None:
+    admin(platform).ok(
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        {
+            "username": username,
+            "resource_type": "experiment",
+            "resource_id": experiment_id,
+            "permission": permission,
+        },
+    )
+
+
 @pytest.mark.parametrize("permission", [None, "READ", "USE"])
 def test_without_edit_the_same_403(platform, handler_server, experiment_id, permission):
     username, password = new_user(platform, "batchless")
     if permission is not None:
-        admin(platform).ok(
-            "POST",
-            "/api/3.0/mlflow/users/permissions/grant",
-            {
-                "username": username,
-                "resource_type": "experiment",
-                "resource_id": experiment_id,
-                "permission": permission,
-            },
-        )
+        grant(platform, username, experiment_id, permission)
     user = Pair(platform, handler_server, username, password)
     status, answer = user.compare(
         experiment_id, {"run_id": RUN, "metrics": _metrics(5)}, creator=admin(platform)
@@ -358,16 +362,7 @@ def test_without_edit_the_same_403(platform, handler_server, experiment_id, perm
 
 def test_with_edit_the_batch_is_written(platform, handler_server, experiment_id):
     username, password = new_user(platform, "batcher")
-    admin(platform).ok(
-        "POST",
-        "/api/3.0/mlflow/users/permissions/grant",
-        {
-            "username": username,
-            "resource_type": "experiment",
-            "resource_id": experiment_id,
-            "permission": "EDIT",
-        },
-    )
+    grant(platform, username, experiment_id, "EDIT")
     user = Pair(platform, handler_server, username, password)
     assert user.compare(experiment_id, _well_formed()[0][1], creator=admin(platform)) == (200, {})
 
