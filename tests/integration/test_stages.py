@@ -292,6 +292,42 @@ def test_smoke_test_calls_the_deployment(stages, deployed):
     assert f"serves version 1 of {stages.model}, expected version 2" in wrong.stderr
 
 
+def test_a_version_whose_requirements_cannot_install_fails_and_the_previous_keeps_serving(
+    stages, deployed, client
+):
+    """Version 1 serves; a version whose requirements name a package no index has fails deploy with pip's
+    own message, and version 1 keeps answering on the same endpoint."""
+    import mlflow
+    import requests
+
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{stages.model}/1",
+            dst_path=str(stages.workdir / "broken"),
+            tracking_uri=client._tracking_client.tracking_uri,
+        )
+    )
+    requirements = model_dir / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "mlflow-platform-no-such-package==0.0.1\n")
+    experiment_id = client.get_run(client.get_model_version(stages.model, "1").run_id).info.experiment_id
+    run = client.create_run(experiment_id)
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.set_terminated(run.info.run_id)
+    broken = client.create_model_version(stages.model, f"runs:/{run.info.run_id}/model", run.info.run_id)
+
+    name = f"{stages.model}-champion"
+    env = {"MLFLOW_MODEL_NAME": stages.model, "MLFLOW_MODEL_VERSION": broken.version}
+    deploy = ["deploy", "--target", "local", "--name", name, "-o", f"constraints={LOCK}"]
+    failed = stages.cli(*deploy, env=env, expect=STAGE_FAILED)
+    # pip's own words follow the stage's: the package it could not find, and its error.
+    assert "installing the model's requirements failed (pip exited 1)" in failed.stderr
+    assert "mlflow-platform-no-such-package" in failed.stderr and "ERROR: " in failed.stderr
+    assert requests.get(deployed["endpoint"] + "/ping", timeout=10).status_code == 200
+    version_1 = {**env, "MLFLOW_MODEL_ALIAS": "champion", "MLFLOW_MODEL_VERSION": "1"}
+    served = stages.json("smoke-test", "--data", "data/test.csv", env=version_1)
+    assert served["passed"] is True
+
+
 def test_stop_ends_the_server(stages, deployed):
     import requests
 
