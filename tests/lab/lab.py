@@ -34,8 +34,6 @@ GATEWAY = "172.30.14.1"
 FORWARD_PROXY_PORT = 3128
 LABEL = "mlflow-platform.lab"
 RESULTS = REPO / "results" / "lab"
-# pip's cache of the lab hosts: the machine's, outside any checkout, so a fresh clone's run finds it warm.
-PIP_CACHE = Path(os.environ.get("MLFLOW_LAB_PIP_CACHE", "/var/cache/mlflow-platform/lab-pip"))
 
 # Inventory host name -> address (ansible/inventories/lab/hosts.yml); lab-client runs the clients.
 HOSTS = {
@@ -110,13 +108,10 @@ class Lab:
         shutil.rmtree(self.secrets_dir, ignore_errors=True)
         docker("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "--label", LABEL, NETWORK)
         self.forward_proxy = ForwardProxy(GATEWAY, FORWARD_PROXY_PORT).start()
-        # pip's cache is shared by the hosts and kept between runs, as a warm cache on a real host: the second
-        # replica and later runs do not download and build the same wheels again.
-        PIP_CACHE.mkdir(parents=True, exist_ok=True)
         for host, address in HOSTS.items():
             docker(
                 "run", "--detach", "--name", host, "--hostname", host, "--network", NETWORK, "--ip", address,
-                "--label", LABEL, "--volume", f"{PIP_CACHE}:/root/.cache/pip", HOST_IMAGE,
+                "--label", LABEL, HOST_IMAGE,
             )  # fmt: skip
         log(f"network {SUBNET} and {len(HOSTS)} hosts up in {time.monotonic() - started:.0f}s")
 
