@@ -101,6 +101,11 @@ AUTH_USERNAME_COLUMN = Internal(
 # --- the server's stores ---
 MODEL_REGISTRY_STORE = Internal(_HANDLERS, "_get_model_registry_store", "mlflow_ext.auth", params=())
 TRACKING_STORE = Internal(_HANDLERS, "_get_tracking_store", "mlflow_ext.auth", params=())
+# The decorator of MLflow's tracking views that answers 503 on an artifacts-only server; the log-batch fast
+# view wears it as MLflow's own view does.
+DISABLE_IF_ARTIFACTS_ONLY = Internal(
+    _HANDLERS, "_disable_if_artifacts_only", "mlflow_ext.auth.log_batch", params=("func",)
+)
 # Who registered a version: MLflow's model_versions.user_id, which no MLflow API sets (the server leaves it
 # empty); the auth app writes it through the registry store's session and MLflow's row class.
 _REGISTRY_SQL_STORE = "mlflow.store.model_registry.sqlalchemy_store"
@@ -383,6 +388,7 @@ INTERNALS: tuple[Internal, ...] = (
     AUTH_USERNAME_COLUMN,
     MODEL_REGISTRY_STORE,
     TRACKING_STORE,
+    DISABLE_IF_ARTIFACTS_ONLY,
     REGISTRY_SESSION,
     MODEL_VERSION_ROW,
     AUTH_STORE,
@@ -540,6 +546,11 @@ def registry_store() -> Any:
 def tracking_store() -> Any:
     """The tracking store of this server process (as MLflow's handlers use it)."""
     return _call(TRACKING_STORE)
+
+
+def disable_if_artifacts_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` as MLflow wraps its tracking views: refused on a server started with --artifacts-only."""
+    return _call(DISABLE_IF_ARTIFACTS_ONLY, view)
 
 
 def set_model_version_user(name: str, version: str, user: str) -> bool:

@@ -39,7 +39,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlflow_ext import settings
+from mlflow_ext import mlflow_internals, settings
 from mlflow_ext.auth import guard
 
 _logger = logging.getLogger(__name__)
@@ -138,13 +138,13 @@ def make_view(original: Callable[..., Any]) -> Callable[..., Any]:
     """The log-batch view: well-formed bodies answered here, every other request by ``original``."""
     from flask import Response, request
     from mlflow.protos.service_pb2 import LogBatch
-    from mlflow.server.handlers import _disable_if_artifacts_only, _get_tracking_store, catch_mlflow_exception
+    from mlflow.server.handlers import catch_mlflow_exception
     from mlflow.utils.proto_json_utils import message_to_json
 
     answer = message_to_json(LogBatch.Response())
 
     @catch_mlflow_exception
-    @_disable_if_artifacts_only
+    @mlflow_internals.disable_if_artifacts_only
     def log_batch_view() -> Any:
         batch = None
         if _is_json(request.content_type):
@@ -152,7 +152,7 @@ def make_view(original: Callable[..., Any]) -> Callable[..., Any]:
         if batch is None:
             return original()
         run_id, metrics, params, tags = batch
-        _get_tracking_store().log_batch(run_id=run_id, metrics=metrics, params=params, tags=tags)
+        mlflow_internals.tracking_store().log_batch(run_id=run_id, metrics=metrics, params=params, tags=tags)
         response = Response(mimetype="application/json")
         response.set_data(answer)
         return response
