@@ -45,7 +45,7 @@ upgrade: $(TOOLS_VENV)/.installed  ## back up, migrate once, restart the servers
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/upgrade.yml $(ANSIBLE_ARGS)
 
 test: $(DEV_VENV)/.installed /usr/bin/promtool  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
-	$(DEV_VENV)/bin/pytest -q
+	$(DEV_VENV)/bin/pytest -q --durations=25
 
 # Debian's promtool (package prometheus), for the alert rules' check and unit tests in tests/contract.
 /usr/bin/promtool:
@@ -58,7 +58,7 @@ test: $(DEV_VENV)/.installed /usr/bin/promtool  ## unit, contract and integratio
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 test-infra: $(DEV_VENV)/.installed $(TOOLS_VENV)/.installed /usr/bin/chromium  ## converge site.yml on this host, then test it
-	$(DEV_VENV)/bin/pytest -q tests/infra
+	$(DEV_VENV)/bin/pytest -q --durations=15 tests/infra
 
 chaos: $(DEV_VENV)/.installed  ## fault suite against the provisioned platform (after test-infra); table in results/
 	MLFLOW_PLATFORM_CHAOS=1 $(DEV_VENV)/bin/pytest -q tests/chaos
