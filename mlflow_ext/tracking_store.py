@@ -175,6 +175,13 @@ def __getattr__(name: str) -> Any:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def _database_message(exc: BaseException) -> str:
+    """A database error's message as MLflow's session words it: its class, then its text."""
+    kind = type(exc)
+    module = kind.__module__ if kind.__module__ != "psycopg2.errors" else "psycopg2"
+    return f"({module}.{kind.__name__}) {exc}"
+
+
 def _copy_text(rows: list[tuple[Any, ...]]) -> str:
     """Rows (run_uuid, key, value, timestamp, step, is_nan) in COPY's text format (floats exact by repr)."""
     return "".join(
@@ -349,7 +356,9 @@ class PostgresHotPaths:
     def _retrying(self, work: Any) -> Any:
         """Run ``work``, again after a deadlock; database errors become MLflow's, as its managed session
         maps them: an operational error (the database down or restarting) TEMPORARILY_UNAVAILABLE (a 503
-        that MLflow's client retries), any other database error BAD_REQUEST."""
+        that MLflow's client retries), any other database error BAD_REQUEST. The message names the error's
+        class first, as MLflow's does: the server's error guard knows such a message for the database's own
+        words (which can hold its address) and answers its own instead."""
         import psycopg2
         import psycopg2.errors
         import sqlalchemy.exc
@@ -361,15 +370,15 @@ class PostgresHotPaths:
                 return work()
             except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_RETRIES:
-                    raise MlflowException(str(exc), TEMPORARILY_UNAVAILABLE) from exc
+                    raise MlflowException(_database_message(exc), TEMPORARILY_UNAVAILABLE) from exc
             except (
                 psycopg2.OperationalError,
                 psycopg2.InterfaceError,
                 sqlalchemy.exc.OperationalError,
             ) as exc:
-                raise MlflowException(str(exc), TEMPORARILY_UNAVAILABLE) from exc
+                raise MlflowException(_database_message(exc), TEMPORARILY_UNAVAILABLE) from exc
             except (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
-                raise MlflowException(str(exc), BAD_REQUEST) from exc
+                raise MlflowException(_database_message(exc), BAD_REQUEST) from exc
         return None
 
     def _one_statement(self, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:

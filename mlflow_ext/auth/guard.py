@@ -109,6 +109,9 @@ _LEAK_MARKERS = (
     "Traceback (most recent call last)",
     "(Background on this error",
     'File "',
+    # libpq's words when it cannot connect or the server goes away: they name the database's address.
+    "connection to server",
+    "server closed the connection",
 )
 _STORE_MARKERS = ("s3://", "gs://", "wasbs://", "abfss://", "hdfs://", "file://", "while downloading")
 # What a parameter of an unexpected shape raises in MLflow's validators.

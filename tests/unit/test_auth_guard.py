@@ -103,6 +103,14 @@ def test_artifact_uploads_and_ui_are_not_read():
             "(psycopg2.OperationalError) connection to server at 127.0.0.1 port 5432 failed",
             (503, "TEMPORARILY_UNAVAILABLE", guard.MESSAGE_DATABASE_DOWN),
         ),
+        # libpq's own words without the class in front (the database shutting down mid-request).
+        (
+            503,
+            "TEMPORARILY_UNAVAILABLE",
+            'connection to server at "127.0.0.1", port 44419 failed: FATAL:  the database system is shutting'
+            " down",
+            (503, "TEMPORARILY_UNAVAILABLE", guard.MESSAGE_DATABASE_DOWN),
+        ),
         (
             500,
             "INTERNAL_ERROR",
@@ -324,3 +332,22 @@ def test_a_head_leaves_only_with_the_first_part_of_its_body():
     asyncio.run(guard.Guard(app)(scope, receive, send))
     assert seen_before_body == [[]]
     assert sent == ["http.response.start", "http.response.body", "http.response.body"]
+
+
+def test_the_fast_stores_database_errors_are_worded_as_mlflows_and_cleaned():
+    """The tracking store's database errors name their class first, as MLflow's session does, so the guard
+    answers its own message, not the database's address."""
+    import psycopg2
+
+    from mlflow_ext import tracking_store
+
+    raw = psycopg2.OperationalError(
+        'connection to server at "10.1.2.3", port 5432 failed: FATAL:  the database system is shutting down'
+    )
+    message = tracking_store._database_message(raw)
+    assert message.startswith("(psycopg2.OperationalError) connection to server")
+    assert guard.clean_error(503, "TEMPORARILY_UNAVAILABLE", message) == (
+        503,
+        "TEMPORARILY_UNAVAILABLE",
+        guard.MESSAGE_DATABASE_DOWN,
+    )
