@@ -282,10 +282,6 @@ def checks_body(scope: Scope) -> bool:
     return content_type is None or content_type.split(";")[0].strip().lower() == "application/json"
 
 
-def problem_in_body(path: str, raw: bytes) -> str | None:
-    return checked_body(path, raw)[1]
-
-
 def checked_body(path: str, raw: bytes) -> tuple[Any, str | None]:
     """The decoded body and the problem with it (None when it passes): one ``json.loads`` for both."""
     document, problem = decode_json(raw)
