@@ -10,38 +10,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
-import json
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from websockets.sync.client import connect
 
 from tests.infra.conftest import TLS_CERT, TRACKING_URI
+from tests.support.browser import DevTools, basic_authorization, chromium, chromium_executable
 from tests.support.environ import patched_environ
 
 pytestmark = pytest.mark.usefixtures("converged")
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-port=0",
-    "--remote-allow-origins=*",
-]
 # Collects the page's CSP violations before any of its scripts runs.
 RECORD_VIOLATIONS = """
 window.__cspViolations = [];
@@ -52,21 +34,6 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-def _chromium() -> str:
-    """Debian's chromium, installed when missing (idempotent, as the Makefile's test-infra does)."""
-    if shutil.which("chromium") is None:
-        subprocess.run(["apt-get", "update", "-q"], check=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "chromium"],
-            check=True,
-            timeout=1200,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
-    path = shutil.which("chromium")
-    assert path, "chromium is not installed"
-    return path
-
-
 def _spki_pin(cert_path: str) -> str:
     certificate = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     spki = certificate.public_key().public_bytes(
@@ -75,84 +42,15 @@ def _spki_pin(cert_path: str) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-class DevTools:
-    """One page of a headless Chromium, driven over the DevTools protocol (flattened sessions)."""
-
-    def __init__(self, socket: Any) -> None:
-        self.socket = socket
-        self.ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-    def call(self, method: str, session: bool = False, **params: Any) -> dict[str, Any]:
-        message_id = next(self.ids)
-        message: dict[str, Any] = {"id": message_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = self.session
-        self.socket.send(json.dumps(message))
-        while True:
-            answer = json.loads(self.socket.recv(timeout=60))
-            if answer.get("id") == message_id:
-                assert "error" not in answer, (method, answer["error"])
-                return answer.get("result", {})
-            if "method" in answer:
-                self.events.append(answer)
-
-    def page(self, method: str, **params: Any) -> dict[str, Any]:
-        return self.call(method, session=True, **params)
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.page("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result.get("result", {}).get("value")
-
-    def wait_for_text(self, text: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in (self.evaluate("document.body ? document.body.innerText : ''") or ""):
-                return
-            time.sleep(0.5)
-        body = self.evaluate("document.body ? document.body.innerText : ''")
-        raise AssertionError(f"{text!r} never appeared; the page shows: {str(body)[:1500]!r}")
-
-
 @pytest.fixture(scope="module")
 def browser(secrets) -> Iterator[DevTools]:
-    chromium = _chromium()
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        process = subprocess.Popen(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                f"--ignore-certificate-errors-spki-list={_spki_pin(TLS_CERT)}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 60
-            while not (port_file.exists() and len(port_file.read_text().splitlines()) == 2):
-                assert process.poll() is None and time.monotonic() < deadline, "chromium did not start"
-                time.sleep(0.2)
-            port, path = port_file.read_text().splitlines()
-            with connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30) as socket:
-                tools = DevTools(socket)
-                credentials = base64.b64encode(f"admin:{secrets['mlflow_admin_password']}".encode()).decode()
-                for domain in ("Page.enable", "Network.enable", "Runtime.enable", "Log.enable"):
-                    tools.page(domain)
-                tools.page("Network.setExtraHTTPHeaders", headers={"Authorization": f"Basic {credentials}"})
-                tools.page("Page.addScriptToEvaluateOnNewDocument", source=RECORD_VIOLATIONS)
-                yield tools
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+    pin = f"--ignore-certificate-errors-spki-list={_spki_pin(TLS_CERT)}"
+    executable = chromium_executable(install=True)
+    with chromium(flags=[pin], executable=executable) as running, running.open_page() as tools:
+        password = secrets["mlflow_admin_password"]
+        tools.set_extra_headers({"Authorization": basic_authorization("admin", password)})
+        tools.add_script_on_new_document(RECORD_VIOLATIONS)
+        yield tools
 
 
 @pytest.fixture(scope="module")
