@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlflow_ext.auth import tokens as token_format
-from mlflow_ext.auth.store import RIGHTS, ExtStore, now_ms
+from mlflow_ext.auth.paths import RIGHTS
+from mlflow_ext.auth.store import ExtStore, now_ms
 from mlflow_ext.errors import ConfigError, ProvisioningError
 
 PROVISIONER = "(provisioning)"

@@ -49,23 +49,25 @@ from mlflow.protos.databricks_pb2 import (
 
 from mlflow_ext import mlflow_internals
 from mlflow_ext.auth import authn, lockout, promotion_gates
-from mlflow_ext.auth.store import RIGHTS, now_ms
+from mlflow_ext.auth.paths import (
+    AUTH_CHECK,
+    LOCKOUTS_CLEAR,
+    LOCKOUTS_LIST,
+    RIGHTS,
+    RIGHTS_GRANT,
+    RIGHTS_LIST,
+    RIGHTS_REVOKE,
+    SERVICE_ACCOUNTS_CREATE,
+    SERVICE_ACCOUNTS_LIST,
+    TOKENS_CREATE,
+    TOKENS_LIST,
+    TOKENS_REVOKE,
+)
+from mlflow_ext.auth.store import now_ms
 from mlflow_ext.errors import ConfigError
 from mlflow_ext.policy import served
 
-PREFIX = "/api/2.0/mlflow-ext"
-TOKENS_CREATE = f"{PREFIX}/tokens/create"
-TOKENS_LIST = f"{PREFIX}/tokens/list"
-TOKENS_REVOKE = f"{PREFIX}/tokens/revoke"
-RIGHTS_GRANT = f"{PREFIX}/rights/grant"
-RIGHTS_REVOKE = f"{PREFIX}/rights/revoke"
-RIGHTS_LIST = f"{PREFIX}/rights/list"
-SERVICE_ACCOUNTS_CREATE = f"{PREFIX}/service-accounts/create"
-SERVICE_ACCOUNTS_LIST = f"{PREFIX}/service-accounts/list"
-LOCKOUTS_LIST = f"{PREFIX}/lockouts/list"
-LOCKOUTS_CLEAR = f"{PREFIX}/lockouts/clear"
 PROMOTION_POLICY = served.PATH
-AUTH_CHECK = f"{PREFIX}/auth/check"
 MAX_NAME = 255
 
 

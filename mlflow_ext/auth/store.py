@@ -41,7 +41,6 @@ from mlflow_ext.auth import tokens as token_format
 
 # The baseline revision's value, kept in the state row for databases made before migrations existed.
 SCHEMA_VERSION = 1
-RIGHTS = ("create_experiment", "create_registered_model", "promote")
 
 metadata = MetaData()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_ext.clients import tracking
 from mlflow_ext.errors import AuthApiError
 
 
@@ -30,7 +31,8 @@ class AuthClient:
                 self.creds, endpoint, method, max_retries=0, raise_on_status=False, **kwargs
             )
         except Exception as exc:
-            raise AuthApiError(f"cannot reach {self.creds.host}: {type(exc).__name__}") from None
+            # The server answered the CLI's check a moment ago: say what broke, as that check would.
+            raise AuthApiError(tracking.describe_failure(self.creds.host, exc)) from None
         if response.status_code >= 400:
             try:
                 body = response.json()

@@ -4,6 +4,9 @@
 (``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, else a prompt).
 ``ensure-service-account`` is for provisioning: it works on the auth database named by the server's env
 file, idempotently, and writes the token only to a file.
+
+The module imports neither MLflow nor the auth server's code (``ensure-service-account``'s loads when it
+runs): like every command, these check the server first and fail within a second when it is not there.
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ from typing import Any
 
 import click
 
-from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
-from mlflow_ext.auth import routes
-from mlflow_ext.auth.provision import ensure_service_account as ensure
-from mlflow_ext.auth.store import RIGHTS
+from mlflow_ext.auth import paths
+from mlflow_ext.auth.paths import RIGHTS
 from mlflow_ext.auth.tokens import parse_duration
 from mlflow_ext.commands.options import (
     admin_client,
@@ -75,7 +76,7 @@ def create(
     if dry_run:
         emit({"changed": True, "dry_run": True, "would_create": request}, output)
         return
-    answer = admin_client(tracking_uri).call("POST", routes.TOKENS_CREATE, request)
+    answer = admin_client(tracking_uri).call("POST", paths.TOKENS_CREATE, request)
     if output == "json":
         click.echo(json.dumps({"changed": True, **answer}, sort_keys=True))
         return
@@ -96,7 +97,7 @@ def create(
 def list_tokens(username: str | None, include_revoked: bool, tracking_uri: str | None, output: str) -> None:
     """List tokens (yours, or everyone's for an admin). Secrets are never shown."""
     answer = admin_client(tracking_uri).call(
-        "GET", routes.TOKENS_LIST, {"username": username, "include_revoked": str(include_revoked).lower()}
+        "GET", paths.TOKENS_LIST, {"username": username, "include_revoked": str(include_revoked).lower()}
     )
     tokens: list[dict[str, Any]] = answer.get("tokens", [])
     if output == "json":
@@ -120,7 +121,7 @@ def revoke(token_id: int, dry_run: bool, tracking_uri: str | None, output: str) 
     if dry_run:
         emit({"changed": True, "dry_run": True, "would_revoke": token_id}, output)
         return
-    answer = admin_client(tracking_uri).call("POST", routes.TOKENS_REVOKE, {"id": token_id})
+    answer = admin_client(tracking_uri).call("POST", paths.TOKENS_REVOKE, {"id": token_id})
     emit({"changed": True, **answer["token_info"]}, output)
 
 
@@ -161,6 +162,9 @@ def ensure_service_account(
     output: str,
 ) -> None:
     """Provisioning: create the service account and its token if needed (idempotent, prints `changed`)."""
+    from mlflow_ext import server as entrypoint
+    from mlflow_ext.auth.provision import ensure_service_account as ensure
+
     values = entrypoint.resolve(settings.apply_env_file(env_file))
     report = ensure(values, username, token_name, token_file, expires_in, rights, dry_run)
     emit(report, output)

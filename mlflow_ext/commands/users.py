@@ -6,6 +6,9 @@ an operator whom the lockout keeps out of the HTTP API can still lift it.
 Credentials: ``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``;
 missing ones are prompted for. New passwords come from ``MLFLOW_EXT_NEW_PASSWORD`` or a prompt, never
 from a flag. Every changing command has ``--dry-run``; every command has ``--output json``.
+
+The module imports neither MLflow nor the auth server's code (``unlock``'s database code loads when it runs):
+like every command, these check the server first and fail within a second when it is not there.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from typing import Any
 import click
 
 from mlflow_ext import settings
-from mlflow_ext.auth import routes
-from mlflow_ext.auth import unlock as offline
-from mlflow_ext.auth.store import RIGHTS
+from mlflow_ext.auth import paths
+from mlflow_ext.auth.paths import PERMISSIONS_API, RIGHTS, USERS_API
 from mlflow_ext.commands.options import (
     admin_client,
     dry_run_option,
@@ -30,9 +32,6 @@ from mlflow_ext.commands.options import (
     output_option,
     tracking_option,
 )
-
-USERS_API = "/api/2.0/mlflow/users"
-PERMISSIONS_API = "/api/3.0/mlflow/users/permissions"
 
 
 def _new_password(username: str) -> str:
@@ -79,7 +78,7 @@ def create_user(
     client = admin_client(tracking_uri)
     if service_account:
         client.call(
-            "POST", routes.SERVICE_ACCOUNTS_CREATE, {"username": username, "description": description}
+            "POST", paths.SERVICE_ACCOUNTS_CREATE, {"username": username, "description": description}
         )
     else:
         client.call(
@@ -97,7 +96,7 @@ def list_users(tracking_uri: str | None, output: str) -> None:
     """List every account (admins only)."""
     client = admin_client(tracking_uri)
     users = client.call("GET", f"{USERS_API}/list").get("users", [])
-    service = set(client.call("GET", routes.SERVICE_ACCOUNTS_LIST).get("service_accounts", []))
+    service = set(client.call("GET", paths.SERVICE_ACCOUNTS_LIST).get("service_accounts", []))
     rows = [
         {"username": u["username"], "is_admin": u["is_admin"], "service_account": u["username"] in service}
         for u in users
@@ -160,7 +159,7 @@ def set_password(username: str, dry_run: bool, tracking_uri: str | None, output:
 @output_option
 def lockouts(tracking_uri: str | None, output: str) -> None:
     """Usernames and client addresses locked out after failed logins."""
-    answer = admin_client(tracking_uri).call("GET", routes.LOCKOUTS_LIST)
+    answer = admin_client(tracking_uri).call("GET", paths.LOCKOUTS_LIST)
     if output == "json":
         click.echo(json.dumps(answer, sort_keys=True))
         return
@@ -190,6 +189,8 @@ def unlock(
     """
     if sum((username is not None, address is not None, everything)) != 1:
         raise click.UsageError("give exactly one of USERNAME, --address or --all")
+    from mlflow_ext.auth import unlock as offline
+
     values = settings.load(settings.apply_env_file(env_file))
     report = offline.unlock(values, username, address, everything, dry_run)
     if output == "json":
@@ -271,7 +272,7 @@ def list_permissions(username: str, tracking_uri: str | None, output: str) -> No
     """A user's MLflow permissions and platform rights."""
     client = admin_client(tracking_uri)
     permissions = client.call("GET", f"{PERMISSIONS_API}/list", {"username": username})
-    rights = client.call("GET", routes.RIGHTS_LIST, {"username": username}).get("rights", [])
+    rights = client.call("GET", paths.RIGHTS_LIST, {"username": username}).get("rights", [])
     data = {"username": username, "permissions": permissions, "rights": rights}
     if output == "json":
         click.echo(json.dumps(data, sort_keys=True))
@@ -328,7 +329,7 @@ def grant_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str | None, output: str
 ) -> None:
     """Grant a platform right: create_experiment, create_registered_model, or promote."""
-    _change_right(routes.RIGHTS_GRANT, username, right, model, dry_run, tracking_uri, output)
+    _change_right(paths.RIGHTS_GRANT, username, right, model, dry_run, tracking_uri, output)
 
 
 @grant_group.command("revoke-right")
@@ -337,7 +338,7 @@ def revoke_right(
     username: str, right: str, model: str | None, dry_run: bool, tracking_uri: str | None, output: str
 ) -> None:
     """Revoke a platform right."""
-    _change_right(routes.RIGHTS_REVOKE, username, right, model, dry_run, tracking_uri, output)
+    _change_right(paths.RIGHTS_REVOKE, username, right, model, dry_run, tracking_uri, output)
 
 
 @grant_group.command("rights")
@@ -347,7 +348,7 @@ def revoke_right(
 def list_rights(username: str | None, tracking_uri: str | None, output: str) -> None:
     """Platform rights held (admins only)."""
     rights = (
-        admin_client(tracking_uri).call("GET", routes.RIGHTS_LIST, {"username": username}).get("rights", [])
+        admin_client(tracking_uri).call("GET", paths.RIGHTS_LIST, {"username": username}).get("rights", [])
     )
     if output == "json":
         click.echo(json.dumps({"rights": rights}, sort_keys=True))

@@ -40,8 +40,22 @@ SERVER_COMMANDS = {
     "smoke-test": ["smoke-test", "--data", "test.csv", "--model", "m", "--alias", "a", "--root", "/tmp/none"],
     "tokens list": ["tokens", "list"],
     "users list": ["users", "list"],
+    "users create": ["users", "create", "bob"],
+    "grant list": ["grant", "list", "bob"],
     "gocd generate": ["gocd", "generate", "--from-registry", "--out", "out"],
 }
+
+
+# Runs the CLI, then names the heavy packages it had loaded: a command that imports MLflow (about two seconds)
+# before it checks the server fails slowly however quickly the check answers.
+_CLI_THEN_MODULES = f"""
+import sys
+try:
+    {_CLI}
+finally:
+    heavy = {{m.split(".")[0] for m in sys.modules}} & {{"mlflow", "flask", "sqlalchemy", "pandas", "numpy"}}
+    print("LOADED", *sorted(heavy), file=sys.stderr)
+"""
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -102,7 +116,28 @@ def test_a_refused_connection_is_server_unreachable_in_every_command(name, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["inspect", "promote", "verify-data", "tokens list"])
+@pytest.mark.parametrize("name", sorted(SERVER_COMMANDS))
+def test_every_command_checks_the_server_before_loading_mlflow(name, tmp_path, closed_port):
+    uri = f"http://127.0.0.1:{closed_port}"
+    result = subprocess.run(
+        [sys.executable, "-c", _CLI_THEN_MODULES, *SERVER_COMMANDS[name], "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_TOKEN="not-a-token"),
+        timeout=BOUND_SECONDS,
+        check=False,
+    )
+    assert result.returncode == ExitCode.UNREACHABLE, result.stderr
+    message, loaded = result.stderr.rsplit("LOADED", 1)
+    assert "refused" in message
+    assert loaded.split() == [], f"{name} loaded {loaded.strip()} before it failed"
+
+
+AUTH_COMMANDS = ["tokens list", "users list", "users create", "grant list"]
+
+
+@pytest.mark.parametrize("name", ["inspect", "promote", "verify-data", *AUTH_COMMANDS])
 def test_errors_are_json_on_stdout_with_output_json(name, tmp_path, closed_port):
     args = [*SERVER_COMMANDS[name], "--output", "json", "--tracking-uri", f"http://127.0.0.1:{closed_port}"]
     error = _json_error(cli(args, tmp_path))
@@ -110,7 +145,7 @@ def test_errors_are_json_on_stdout_with_output_json(name, tmp_path, closed_port)
     assert "refused" in error["message"]
 
 
-@pytest.mark.parametrize("name", ["inspect", "promote", "verify-data", "tokens list"])
+@pytest.mark.parametrize("name", ["inspect", "promote", "verify-data", *AUTH_COMMANDS])
 def test_an_unknown_certificate_fails_at_once_naming_the_ca_setting(name, tmp_path):
     with Answering(tls_dir=tmp_path) as server:
         result = cli([*SERVER_COMMANDS[name], "--tracking-uri", server.url], tmp_path)
@@ -131,7 +166,7 @@ def test_the_ca_setting_makes_the_certificate_good(tmp_path):
             tracking.check_server(server.url, {"MLFLOW_TRACKING_SERVER_CERT_PATH": str(wrong)})
 
 
-@pytest.mark.parametrize("name", ["inspect", "promote"])
+@pytest.mark.parametrize("name", ["inspect", "promote", "tokens list", "users list"])
 def test_an_unknown_host_name_is_server_unreachable(name, tmp_path):
     result = cli([*SERVER_COMMANDS[name], "--tracking-uri", "http://mlflow-platform.invalid"], tmp_path)
     assert result.returncode == ExitCode.UNREACHABLE, result.stderr
