@@ -339,8 +339,58 @@ STORE_HOT_PATHS = tuple(
         ("log_metric", ("self", "run_id", "metric")),
         ("log_param", ("self", "run_id", "param")),
         ("set_tag", ("self", "run_id", "tag")),
+        ("get_run", ("self", "run_id")),
+        (
+            "_search_runs",
+            (
+                "self",
+                "experiment_ids",
+                "filter_string",
+                "run_view_type",
+                "max_results",
+                "order_by",
+                "page_token",
+            ),
+        ),
     )
 )
+# What the read paths (get_run, _search_runs) reuse of MLflow's own search, so its filters, order, checks
+# and page tokens stay MLflow's.
+SEARCH_RUNS_ORDER_BY = Internal(
+    _SQL_STORE, "_get_orderby_clauses", _TRACKING_STORE, params=("order_by_list", "session")
+)
+SEARCH_RUNS_FILTERS = Internal(
+    _SQL_STORE, "_get_sqlalchemy_filter_clauses", _TRACKING_STORE, params=("parsed", "session", "dialect")
+)
+PARSE_EXPERIMENT_IDS = Internal(
+    _VALIDATION, "_parse_experiment_ids", _TRACKING_STORE, params=("experiment_ids",)
+)
+RUN_MODEL = Internal(
+    _TRACKING_MODELS,
+    "SqlRun",
+    _TRACKING_STORE,
+    attributes=(
+        "run_uuid",
+        "name",
+        "experiment_id",
+        "user_id",
+        "status",
+        "start_time",
+        "end_time",
+        "lifecycle_stage",
+        "artifact_uri",
+    ),
+)
+STORE_READ_HELPERS = tuple(
+    Internal(_SQL_STORE, f"SqlAlchemyStore.{name}", _TRACKING_STORE, params=params)
+    for name, params in (
+        ("_get_run_inputs", ("self", "session", "run_uuids")),
+        ("_get_model_outputs_bulk", ("self", "run_ids", "session")),
+        ("_validate_max_results_param", ("self", "max_results", "allow_null")),
+        ("_filter_experiment_ids", ("self", "session", "experiment_ids")),
+    )
+)
+RUN_DATASET_INPUTS, RUN_MODEL_OUTPUTS, VALIDATE_MAX_RESULTS, FILTER_EXPERIMENT_IDS = STORE_READ_HELPERS
 # The tables and columns the fast path writes in plain SQL.
 TRACKING_TABLES = tuple(
     Internal(_TRACKING_MODELS, f"{model}.__tablename__", _TRACKING_STORE, kind=str, value=table)
@@ -432,6 +482,11 @@ INTERNALS: tuple[Internal, ...] = (
     VALIDATE_BATCH_LOG_LIMITS,
     VALIDATE_PARAM_KEYS_UNIQUE,
     *STORE_HOT_PATHS,
+    SEARCH_RUNS_ORDER_BY,
+    SEARCH_RUNS_FILTERS,
+    PARSE_EXPERIMENT_IDS,
+    RUN_MODEL,
+    *STORE_READ_HELPERS,
     *TRACKING_TABLES,
     *TRACKING_COLUMNS,
     SERVER_ARTIFACT_ROOT_ENV_VAR,
@@ -854,6 +909,55 @@ def validate_batch(
     _call(VALIDATE_BATCH_LOG_LIMITS, metrics, params, tags)
     _call(VALIDATE_PARAM_KEYS_UNIQUE, params)
     return metrics, params, tags
+
+
+def search_runs_order_by(order_by: list[str] | None, session: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """MLflow's ORDER BY of ``search_runs``: (select columns, order clauses, outer joins)."""
+    return _call(SEARCH_RUNS_ORDER_BY, order_by, session)
+
+
+def search_runs_filters(
+    parsed: list[Any], session: Any, dialect: str
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """MLflow's filters of ``search_runs``: (attribute filters, joined subqueries, dataset subqueries)."""
+    return _call(SEARCH_RUNS_FILTERS, parsed, session, dialect)
+
+
+def parse_experiment_ids(experiment_ids: list[Any]) -> list[int]:
+    """MLflow's parse of experiment ids (its error for a bad one)."""
+    return _call(PARSE_EXPERIMENT_IDS, experiment_ids)
+
+
+def mlflow_search_runs(store: Any, *args: Any) -> Any:
+    """MLflow's own ``SqlAlchemyStore._search_runs`` on ``store`` (which overrides it)."""
+    (internal,) = (item for item in STORE_HOT_PATHS if item.name.endswith("._search_runs"))
+    _check_call(internal, internal.params or (), (store, *args), {})
+    return resolve(internal)(store, *args)
+
+
+def run_model() -> Any:
+    """MLflow's ORM model of the ``runs`` table."""
+    return resolve(RUN_MODEL)
+
+
+def validate_max_results(store: Any, max_results: int | None) -> None:
+    """MLflow's check of ``search_runs``' ``max_results`` (None allowed)."""
+    _call_method(VALIDATE_MAX_RESULTS, store, max_results, True)
+
+
+def filter_experiment_ids(store: Any, session: Any, experiment_ids: list[int]) -> list[int]:
+    """The store's hook on the experiments a search may read."""
+    return _call_method(FILTER_EXPERIMENT_IDS, store, session, experiment_ids)
+
+
+def run_dataset_inputs(store: Any, session: Any, run_ids: list[str]) -> list[list[Any]]:
+    """MLflow's dataset inputs of these runs, a list per run in their order."""
+    return _call_method(RUN_DATASET_INPUTS, store, session, run_ids)
+
+
+def run_model_outputs(store: Any, session: Any, run_ids: list[str]) -> dict[str, list[Any]]:
+    """MLflow's model outputs of these runs, by run id."""
+    return _call_method(RUN_MODEL_OUTPUTS, store, run_ids, session)
 
 
 def server_artifact_root_env_var() -> str:

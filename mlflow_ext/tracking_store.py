@@ -127,6 +127,50 @@ FROM runs r LEFT JOIN params p ON p.run_uuid = r.run_uuid AND p.key = ANY(%(keys
 WHERE r.run_uuid = %(run)s
 """
 
+# The read paths: the runs columns MLflow's ``SqlRun.to_mlflow_entity`` reads, in ``_run_entity``'s order.
+_RUN_COLUMNS = (
+    "run_uuid",
+    "name",
+    "experiment_id",
+    "user_id",
+    "status",
+    "start_time",
+    "end_time",
+    "lifecycle_stage",
+    "artifact_uri",
+)
+# The latest metrics, params and tags of a page of runs, in one statement: (kind, run_uuid, key, text value,
+# value, timestamp, step, is_nan), kind "m", "p" or "t".
+_RUN_CHILDREN = """
+SELECT 'm', run_uuid, key, NULL::text, value, timestamp, step, is_nan FROM latest_metrics
+WHERE run_uuid = ANY(:runs)
+UNION ALL SELECT 'p', run_uuid, key, value, NULL, NULL, NULL, NULL FROM params WHERE run_uuid = ANY(:runs)
+UNION ALL SELECT 't', run_uuid, key, value, NULL, NULL, NULL, NULL FROM tags WHERE run_uuid = ANY(:runs)
+"""
+# ``get_run`` in one statement, each row (kind, 6 texts, 3 bigints, a double, 2 booleans):
+# - "r", the run: run_uuid, name, user_id, status, lifecycle_stage, artifact_uri; experiment_id, start_time,
+#   end_time; -; -, whether it has dataset inputs;
+# - "m", a latest metric: run_uuid, key; timestamp, step; value; is_nan;
+# - "p", "t", a param or tag: run_uuid, key, value;
+# - "mi", "mo", a model input or output (as MLflow's ``_get_model_inputs`` / ``_get_model_outputs`` read
+#   them): run_uuid, model id; the output's step.
+_GET_RUN = """
+SELECT 'r', run_uuid, name, user_id, status, lifecycle_stage, artifact_uri,
+       experiment_id::bigint, start_time, end_time, NULL::double precision, NULL::boolean,
+       EXISTS (SELECT 1 FROM inputs WHERE destination_type = 'RUN' AND destination_id = :run)
+FROM runs WHERE run_uuid = :run
+UNION ALL SELECT 'm', run_uuid, key, NULL, NULL, NULL, NULL, timestamp, step, NULL, value, is_nan, NULL
+  FROM latest_metrics WHERE run_uuid = :run
+UNION ALL SELECT 'p', run_uuid, key, value, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM params WHERE run_uuid = :run
+UNION ALL SELECT 't', run_uuid, key, value, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM tags WHERE run_uuid = :run
+UNION ALL SELECT 'mi', source_id, destination_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM inputs WHERE source_type = 'RUN_INPUT' AND source_id = :run AND destination_type = 'MODEL_INPUT'
+UNION ALL SELECT 'mo', source_id, destination_id, NULL, NULL, NULL, NULL, step, NULL, NULL, NULL, NULL, NULL
+  FROM inputs WHERE source_type = 'RUN_OUTPUT' AND source_id = :run AND destination_type = 'MODEL_OUTPUT'
+"""
+
 
 def enabled(environ: dict[str, str] | None = None) -> bool:
     """Whether MLflow's server builds this store for PostgreSQL (``MLFLOW_EXT_FAST_TRACKING_STORE``)."""
@@ -219,6 +263,45 @@ def _sanitized(value: float) -> tuple[bool, float]:
     return False, value
 
 
+def _run_entity(
+    head: Sequence[Any],
+    metrics: Iterable[Sequence[Any]],
+    params: Iterable[Sequence[Any]],
+    tags: Iterable[Sequence[Any]],
+) -> Any:
+    """The Run that MLflow's ``SqlRun.to_mlflow_entity`` builds: ``head`` holds the _RUN_COLUMNS, metrics are
+    (key, value, timestamp, step, is_nan), params and tags (key, value)."""
+    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+
+    run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri = head
+    info = RunInfo(
+        run_id=run_uuid,
+        run_name=name,
+        experiment_id=str(experiment_id),
+        user_id=user_id,
+        status=status,
+        start_time=start_time,
+        end_time=end_time,
+        lifecycle_stage=lifecycle_stage,
+        artifact_uri=artifact_uri,
+    )
+    run_tags = [RunTag(key=key, value=value) for key, value in tags]
+    data = RunData(
+        metrics=[
+            Metric(key=key, value=value if not is_nan else float("nan"), timestamp=timestamp, step=step)
+            for key, value, timestamp, step, is_nan in metrics
+        ],
+        params=[Param(key=key, value=value) for key, value in params],
+        tags=run_tags,
+    )
+    if not info.run_name:
+        # As MLflow's _get_run_name_from_tags: the run-name tag names a run whose column is empty.
+        run_name = next((tag.value for tag in run_tags if tag.key == RUN_NAME_TAG), None)
+        if run_name:
+            info._set_run_name(run_name)
+    return Run(run_info=info, run_data=data)
+
+
 class _Refused(Exception):
     """The database says the fast path cannot succeed: MLflow's own method gives the error."""
 
@@ -295,6 +378,133 @@ class PostgresHotPaths:
         except Exception as exc:
             raise MlflowException(exc, INTERNAL_ERROR) from exc
         return None
+
+    # --- the read hot paths ---
+
+    def get_run(self, run_id):
+        """MLflow's ``get_run`` (the same entity, the same error for an unknown run) in one statement; the
+        dataset inputs, when the run has any, through MLflow's own reader."""
+        from mlflow.entities import Run, RunInputs, RunOutputs
+        from mlflow.entities.logged_model_input import LoggedModelInput
+        from mlflow.entities.logged_model_output import LoggedModelOutput
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+        from sqlalchemy import text
+
+        if not isinstance(run_id, str) or "\x00" in run_id:
+            return super().get_run(run_id)
+        with self.ManagedSessionMaker() as session:
+            head = None
+            metrics, params, tags, model_inputs, model_outputs = [], [], [], [], []
+            for kind, run, key, value, *rest in session.execute(text(_GET_RUN), {"run": run_id}):
+                if kind == "m":
+                    metrics.append((key, rest[6], rest[3], rest[4], rest[7]))
+                elif kind == "p":
+                    params.append((key, value))
+                elif kind == "t":
+                    tags.append((key, value))
+                elif kind == "r":
+                    head = (run, key, rest[3], value, rest[0], rest[4], rest[5], rest[1], rest[2], rest[8])
+                elif kind == "mi":
+                    model_inputs.append(LoggedModelInput(model_id=key))
+                else:
+                    model_outputs.append(LoggedModelOutput(model_id=key, step=rest[3]))
+            if head is None:
+                raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+            found = _run_entity(head[:9], metrics, params, tags)
+            inputs = mlflow_internals.run_dataset_inputs(self, session, [run_id])[0] if head[9] else []
+            return Run(
+                found.info,
+                found.data,
+                RunInputs(dataset_inputs=inputs, model_inputs=model_inputs),
+                RunOutputs(model_outputs),
+            )
+
+    def _search_runs(self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token):
+        """MLflow's ``_search_runs``, step for step (the same checks in the same order, the same filter
+        and order clauses, so the same runs in the same order and the same page tokens), but the page's
+        runs are read as plain rows, without ``DISTINCT`` (each join MLflow makes for a metric, param or
+        tag filter or order is on one key of a table whose key is (key, run_uuid): at most one row per
+        run, so ``DISTINCT`` only costs a sort of every matching run, and kept out the index order), and
+        their latest metrics, params and tags in one statement each, built into MLflow's entities
+        directly instead of through ORM objects. A dataset filter (whose joins can repeat a run) takes
+        MLflow's own way."""
+        from mlflow.entities import LifecycleStage, Run, RunInputs, RunOutputs
+        from mlflow.utils.search_utils import SearchUtils
+        from sqlalchemy import select
+
+        mlflow_internals.validate_max_results(self, max_results)
+        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
+        run_model = mlflow_internals.run_model()
+
+        with self.ManagedSessionMaker() as session:
+            parsed_filters = SearchUtils.parse_search_filter(filter_string)
+            cases_orderby, parsed_orderby, sorting_joins = mlflow_internals.search_runs_order_by(
+                order_by, session
+            )
+            attribute_filters, non_attribute_filters, dataset_filters = mlflow_internals.search_runs_filters(
+                parsed_filters, session, self._get_dialect()
+            )
+            if dataset_filters:
+                return mlflow_internals.mlflow_search_runs(
+                    self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+                )
+            columns = [getattr(run_model, name) for name in _RUN_COLUMNS]
+            stmt = select(*columns, *cases_orderby)
+            for non_attr_filter in non_attribute_filters:
+                stmt = stmt.join(non_attr_filter)
+            for join in sorting_joins:
+                stmt = stmt.outerjoin(join)
+            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+            experiment_ids = mlflow_internals.parse_experiment_ids(experiment_ids)
+            experiment_ids = mlflow_internals.filter_experiment_ids(self, session, experiment_ids)
+            stmt = (
+                stmt.filter(
+                    run_model.experiment_id.in_(experiment_ids),
+                    run_model.lifecycle_stage.in_(stages),
+                    *attribute_filters,
+                )
+                .order_by(*parsed_orderby)
+                .offset(offset)
+            )
+            if max_results is not None:
+                stmt = stmt.limit(max_results + 1)
+            heads = [tuple(row[: len(_RUN_COLUMNS)]) for row in session.execute(stmt).all()]
+            run_ids = [head[0] for head in heads]
+            children = self._run_children(session, run_ids)
+            runs = [_run_entity(head, *(children[kind].get(head[0], ()) for kind in "mpt")) for head in heads]
+
+            inputs = mlflow_internals.run_dataset_inputs(self, session, run_ids)
+            model_outputs_map = mlflow_internals.run_model_outputs(self, session, run_ids)
+            found = [
+                Run(
+                    run.info,
+                    run.data,
+                    RunInputs(dataset_inputs=inputs[i]),
+                    RunOutputs(model_outputs_map[run.info.run_id]),
+                )
+                for i, run in enumerate(runs)
+            ]
+            next_page_token = None
+            if max_results is not None and len(found) == max_results + 1:
+                next_page_token = SearchUtils.create_page_token(offset + max_results)
+                found = found[:max_results]
+        return found, next_page_token
+
+    @staticmethod
+    def _run_children(session: Any, run_ids: list[str]) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
+        """The latest metrics, params and tags of these runs, by kind ("m", "p", "t") and run id."""
+        from sqlalchemy import text
+
+        out: dict[str, dict[str, list[tuple[Any, ...]]]] = {"m": {}, "p": {}, "t": {}}
+        if not run_ids:
+            return out
+        for kind, run, key, text_value, value, timestamp, step, is_nan in session.execute(
+            text(_RUN_CHILDREN), {"runs": run_ids}
+        ):
+            row = (key, value, timestamp, step, is_nan) if kind == "m" else (key, text_value)
+            out[kind].setdefault(run, []).append(row)
+        return out
 
     # --- the work ---
 

@@ -6,8 +6,10 @@ the other. Each example creates the same runs in both, then runs the same random
 infinities, negative timestamps, too-long values, over-limit batches, duplicate params, a param logged
 again with another value, the run-name tag), on active, finished, deleted and missing runs. Every answer
 and every error (type, code, message) must match, and so must the rows of ``metrics``,
-``latest_metrics``, ``params``, ``tags`` and ``runs`` and what ``get_run`` reads back. Run ids differ
-between the stores; they are compared through the run's index.
+``latest_metrics``, ``params``, ``tags`` and ``runs`` and what ``get_run`` reads back. Then the same random
+searches (``search_runs`` with metric, param, tag, attribute and dataset filters, orders, view types and
+page sizes, paged to the end, bad ones too) must answer the same runs in the same order, the same page
+tokens and the same errors. Run ids differ between the stores; they are compared through the run's index.
 """
 
 from __future__ import annotations
@@ -89,6 +91,41 @@ operation_st = st.one_of(
     st.tuples(st.just("finish"), run_st, st.none()),
     st.tuples(st.just("delete"), run_st, st.none()),
     st.tuples(st.just("restore"), run_st, st.none()),
+)
+
+
+FILTERS = [
+    "",
+    "metrics.loss > 0",
+    "metrics.loss != 1.5",
+    "metrics.acc <= 1.5 and params.lr = '1'",
+    "params.lr = '1'",
+    "tags.team = 't'",
+    "tags.team LIKE 't%'",
+    "attributes.status = 'FINISHED'",
+    "attributes.run_name = 'run-1'",
+    "attributes.start_time > 1000",
+    "datasets.name = 'd'",
+    "metrics.loss >",
+]
+ORDERS = [
+    None,
+    ["metrics.loss DESC"],
+    ["metrics.acc"],
+    ["params.lr DESC"],
+    ["tags.team"],
+    ["attributes.start_time"],
+    ["attributes.run_name DESC"],
+    ["metrics.loss", "params.depth DESC"],
+    ["metrics.loss", "metrics.loss"],
+    ["bogus.key"],
+]
+search_st = st.tuples(
+    st.sampled_from(FILTERS),
+    st.sampled_from(ORDERS),
+    st.sampled_from([1, 2, 1000, 0]),
+    st.sampled_from(["ACTIVE_ONLY", "DELETED_ONLY", "ALL"]),
+    st.booleans(),  # a bad experiment id along
 )
 
 
@@ -212,6 +249,52 @@ def _run_view(store: Any, run_id: str, run_ids: list[str]) -> Any:
     )
 
 
+def _searched(store: Any, experiment_id: str, search: tuple, run_ids: list[str]) -> list[Any]:
+    """Every page of one search (at most 8), each as its runs (as ``_run_view`` sees them) and whether a
+    next page token came; or the error."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    filter_string, order_by, max_results, view, bad_id = search
+    experiments = [experiment_id, "not-an-id"] if bad_id else [experiment_id]
+    pages: list[Any] = []
+    token = None
+    try:
+        for _ in range(8):
+            runs = store.search_runs(
+                experiments, filter_string, getattr(ViewType, view), max_results, order_by, token
+            )
+            pages.append(([_entity_view(run, run_ids) for run in runs], runs.token))
+            token = runs.token
+            if token is None:
+                break
+    except MlflowException as exc:
+        pages.append(("error", exc.error_code, _normalized(exc.message, run_ids)))
+    return pages
+
+
+def _entity_view(run: Any, run_ids: list[str]) -> Any:
+    return (
+        _normalized(run.info.run_id, run_ids),
+        run.info.experiment_id is not None,
+        run.info.user_id,
+        run.info.start_time,
+        run.info.end_time,
+        run.info.artifact_uri.replace(run.info.run_id, "<run>").rsplit("/", 3)[-2:],
+        run.info.status,
+        run.info.lifecycle_stage,
+        _normalized(run.info.run_name, run_ids),
+        sorted(
+            (m.key, m.value if not math.isnan(m.value) else "nan", m.timestamp, m.step)
+            for m in run.data._metric_objs
+        ),
+        sorted(run.data.params.items()),
+        sorted(_normalized(item, run_ids) for item in run.data.tags.items()),
+        run.inputs.dataset_inputs,
+        run.outputs.model_outputs if run.outputs else None,
+    )
+
+
 def _new_runs(store: Any, experiment_id: str) -> list[str]:
     runs = [
         store.create_run(experiment_id, "user", 1_000 + i, [], f"run-{i}").info.run_id for i in range(RUNS)
@@ -224,7 +307,10 @@ def _new_runs(store: Any, experiment_id: str) -> list[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(operations=st.lists(operation_st, min_size=1, max_size=16))
+@given(
+    operations=st.lists(operation_st, min_size=1, max_size=16),
+    searches=st.lists(search_st, min_size=1, max_size=4),
+)
 # Ties on (step, timestamp, value) keep the stored latest metric: NaN is stored as 0.0, and -0.0 == 0.0.
 @example(
     operations=[
@@ -233,13 +319,21 @@ def _new_runs(store: Any, experiment_id: str) -> list[str]:
         ("log_metric", 0, ("acc", math.nan, 1, 1)),
         ("log_batch", 0, ([("acc", 0.0, 1, 1), ("acc", 1.5, 0, 1)], [("lr", "1")], [("team", "t")])),
         ("log_batch", 0, ([("acc", 1.5, 0, 1)], [("lr", "2")], [("team", "u")])),
-    ]
+        ("log_batch", 1, ([("loss", 1.5, 1, 1)], [("lr", "1")], [("team", "t")])),
+    ],
+    searches=[
+        ("metrics.loss != 1.5", ["metrics.loss DESC"], 1, "ALL", False),
+        ("", ["metrics.acc"], 2, "ACTIVE_ONLY", False),
+        ("datasets.name = 'd'", None, 1000, "ALL", False),
+    ],
 )
-def test_the_fast_store_answers_and_writes_as_mlflow_does(stores, operations):
+def test_the_fast_store_answers_and_writes_as_mlflow_does(stores, operations, searches):
     reference, fast, reference_engine, fast_engine = stores
     name = f"exp-{uuid.uuid4().hex}"
-    reference_runs = _new_runs(reference, reference.create_experiment(name))
-    fast_runs = _new_runs(fast, fast.create_experiment(name))
+    reference_experiment = reference.create_experiment(name)
+    fast_experiment = fast.create_experiment(name)
+    reference_runs = _new_runs(reference, reference_experiment)
+    fast_runs = _new_runs(fast, fast_experiment)
     fast_runs[-1] = reference_runs[-1]  # the same unknown id in both
 
     for step, operation in enumerate(operations):
@@ -252,6 +346,10 @@ def test_the_fast_store_answers_and_writes_as_mlflow_does(stores, operations):
         assert _run_view(fast, fast_runs[index], fast_runs) == _run_view(
             reference, reference_runs[index], reference_runs
         )
+    for search in searches:
+        assert _searched(fast, fast_experiment, search, fast_runs) == _searched(
+            reference, reference_experiment, search, reference_runs
+        ), f"search {search!r}"
 
 
 def test_the_fast_store_is_the_servers_store_for_postgresql_unless_turned_off(stores, monkeypatch):
