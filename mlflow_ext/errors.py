@@ -20,7 +20,7 @@ The same condition has the same code in every command; docs/cli.md shows the tab
 | 8 | NotFound, LineageNotFound, PromotionNotFound, StageNotFound | not found |
 | 9 | ServerUnreachable | server unreachable |
 | 10 | Conflict | conflict |
-| 11 | AccessDenied | access denied |
+| 11 | AccessDenied, SignInRefused (a single sign-on refused; the server's login pages only) | access denied |
 | 12 | MigrationError | migration failed |
 
 An MLflow error the library did not translate exits by its error code (``ExitCode.for_mlflow_error``).
@@ -154,6 +154,15 @@ class AccessDenied(MlflowExtError):
     """The server refused the caller: no or wrong credentials, or no permission."""
 
     exit_code = ExitCode.DENIED
+
+
+class SignInRefused(AccessDenied):
+    """A single sign-on refused by the server (bad state, code, ID token or account); ``status`` is the
+    HTTP status of the page that says why. The message never holds a secret."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServerUnreachable(MlflowExtError):

@@ -8,7 +8,10 @@ request in ``flask.g``: a request is verified, counted and audited once.
 Accepted credentials:
 
 - ``Authorization: Basic`` with a username and password from MLflow's user table;
-- ``Authorization: Bearer <token>`` with an access token (``MLFLOW_TRACKING_TOKEN`` on clients).
+- ``Authorization: Bearer <token>`` with an access token (``MLFLOW_TRACKING_TOKEN`` on clients);
+- with single sign-on on (``oidc``) and no ``Authorization`` header, the session cookie it set; a browser
+  navigation without either is redirected to its login page. With ``MLFLOW_EXT_OIDC_SSO_ONLY``, passwords
+  of accounts that are not service accounts are refused (before they are checked).
 
 Answers: an ``Authorization`` for a verified user (MLflow then runs its permission checks), 401 with
 ``WWW-Authenticate: Basic`` (so browsers prompt) for missing, wrong, malformed or oversized credentials,
@@ -40,7 +43,7 @@ from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from mlflow_ext import mlflow_internals
-from mlflow_ext.auth import lockout, memo
+from mlflow_ext.auth import lockout, memo, oidc
 from mlflow_ext.auth import tokens as token_format
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache, Verified
@@ -189,6 +192,12 @@ def _authenticate() -> Authorization | Response:
     memo.set_request_generation(generation)
     header = request.headers.get("Authorization")
     if header is None or not header.strip():
+        # Single sign-on (``oidc``): a session cookie, or a browser sent to the login page.
+        username = oidc.session_user()
+        if username is not None:
+            return _session(st, username, generation)
+        if oidc.wants_login_page():
+            return oidc.login_redirect()
         return unauthenticated()
     address = current_address()
     if len(header) > MAX_AUTHORIZATION_HEADER:
@@ -231,6 +240,13 @@ def _basic(
     if until is not None:
         st.audit.record("auth.locked_out", user=username, address=address, method="password")
         return locked_out(until)
+    if st.settings.oidc_sso_only and oidc.refuses_password(username, st.ext.is_service_account(username)):
+        # Checked before the password: the answer tells nothing about it.
+        st.audit.record("auth.failure", user=username, address=address, reason="password refused: SSO only")
+        return unauthenticated(
+            "Passwords are refused for people: sign in through single sign-on at /auth/login, or use an "
+            "access token."
+        )
     cache_key = st.cache.key("password", username, password)
     now = time.monotonic()
     hit = st.cache.get(cache_key, now)
@@ -307,6 +323,12 @@ def _bearer(st: AuthState, token: str, address: str, generation: int) -> Authori
     st.cache.put(cache_key, entry)
     _touch(st, entry, now, at, force=True)
     return _accept(entry, record.username, None)
+
+
+def _session(st: AuthState, username: str, generation: int) -> Authorization:
+    """A single sign-on session cookie, already verified by ``oidc`` (signature, expiry, user exists)."""
+    entry = Verified(username=username, method="session", stored_at=time.monotonic(), generation=generation)
+    return _accept(entry, username, None)
 
 
 def _touch(st: AuthState, entry: Verified, now: float, at_ms: int, force: bool = False) -> None:

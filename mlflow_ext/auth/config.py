@@ -26,6 +26,17 @@ class AuthSettings:
     slowdown_after: int = settings.field("MLFLOW_EXT_AUTH_SLOWDOWN_AFTER")
     trusted_proxies: tuple[str, ...] = settings.field("MLFLOW_EXT_AUTH_TRUSTED_PROXIES")
     audit_log: str = settings.field("MLFLOW_EXT_AUDIT_LOG")
+    oidc_issuer: str | None = settings.field("MLFLOW_EXT_OIDC_ISSUER")
+    oidc_client_id: str | None = settings.field("MLFLOW_EXT_OIDC_CLIENT_ID")
+    oidc_client_secret_file: str | None = settings.field("MLFLOW_EXT_OIDC_CLIENT_SECRET_FILE")
+    oidc_provider_name: str = settings.field("MLFLOW_EXT_OIDC_PROVIDER_NAME")
+    oidc_scopes: tuple[str, ...] = settings.field("MLFLOW_EXT_OIDC_SCOPES")
+    oidc_groups_claim: str = settings.field("MLFLOW_EXT_OIDC_GROUPS_CLAIM")
+    oidc_username_claim: str = settings.field("MLFLOW_EXT_OIDC_USERNAME_CLAIM")
+    oidc_group_mapping: str | None = settings.field("MLFLOW_EXT_OIDC_GROUP_MAPPING")
+    oidc_sso_only: bool = settings.field("MLFLOW_EXT_OIDC_SSO_ONLY")
+    oidc_session_seconds: int = settings.field("MLFLOW_EXT_OIDC_SESSION_SECONDS")
+    oidc_redirect_uri: str | None = settings.field("MLFLOW_EXT_OIDC_REDIRECT_URI")
 
 
 def load(environ: Mapping[str, str]) -> AuthSettings:

@@ -103,6 +103,18 @@ def http_url(value: str) -> str:
     return value
 
 
+def issuer_url(value: str) -> str:
+    """An http(s) URL that may carry a path (an OpenID issuer such as https://host/realms/ml)."""
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        raise ValueError("must be an http(s) URL such as https://sso.example.com/realms/ml")
+    return value
+
+
+def name_list(value: str) -> tuple[str, ...]:
+    """Comma-separated names, empty parts dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def password(value: str) -> str:
     if len(value) < 12:
         raise ValueError("must be at least 12 characters")

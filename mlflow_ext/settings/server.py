@@ -13,6 +13,8 @@ from mlflow_ext.settings.base import (
     fernet_key,
     http_url,
     integer,
+    issuer_url,
+    name_list,
     optional_absolute_path,
     password,
     s3_uri,
@@ -177,39 +179,6 @@ SETTINGS: tuple[Setting, ...] = (
         "true",
         parse=boolean,
         default="true",
-    ),
-    # --- UI features the platform does not configure (off unless turned on) ---
-    Setting(
-        "MLFLOW_ENABLE_AI_GATEWAY",
-        "MLflow's AI gateway (endpoints, provider keys, invocations): its API answers 501 and the UI hides it "
-        "when false. MLflow's own switch.",
-        "false",
-        parse=boolean,
-        default="false",
-    ),
-    Setting(
-        "MLFLOW_EXT_UI_ASSISTANT",
-        "MLflow's GenAI assistant (/ajax-api/3.0/mlflow/assistant/...; it runs a coding CLI on the server "
-        "host): refused with 404 unless true (mlflow-ext-auth).",
-        "false",
-        parse=boolean,
-        default="false",
-    ),
-    Setting(
-        "MLFLOW_EXT_UI_DEMO",
-        "The UI's demo data (/ajax-api/3.0/mlflow/demo/generate and delete write sample experiments, traces "
-        "and prompts into the real stores): refused with 404 unless true (mlflow-ext-auth).",
-        "false",
-        parse=boolean,
-        default="false",
-    ),
-    Setting(
-        "MLFLOW_EXT_UI_MCP_REGISTRY",
-        "MLflow's MCP server registry (/api/3.0/mlflow/mcp-servers/...): refused with 404 unless true "
-        "(mlflow-ext-auth).",
-        "false",
-        parse=boolean,
-        default="false",
     ),
     Setting(
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
@@ -380,6 +349,80 @@ SETTINGS: tuple[Setting, ...] = (
         parse=password,
         secret=True,
         required_with_auth=True,
+    ),
+    # --- single sign-on (OpenID Connect, mlflow-ext-auth; docs/auth.md) ---
+    Setting(
+        "MLFLOW_EXT_OIDC_ISSUER",
+        "OpenID Provider issuer URL (its /.well-known/openid-configuration is read). Unset: no single "
+        "sign-on.",
+        "https://sso.example.com/realms/ml",
+        parse=issuer_url,
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_CLIENT_ID",
+        "Client id of the server at the provider (the ID token's audience); required with an issuer.",
+        "mlflow",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_CLIENT_SECRET_FILE",
+        "File holding the client secret (owned by the service user, mode 0600 or 0400); unset for a public "
+        "client (PKCE only).",
+        "/etc/mlflow/oidc_client_secret",
+        parse=optional_absolute_path,
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_PROVIDER_NAME",
+        "Name on the login page's button (Sign in with ...).",
+        "Keycloak",
+        default="SSO",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_SCOPES",
+        "Scopes asked for, comma-separated; openid is always asked for.",
+        "openid,profile,email,groups",
+        parse=name_list,
+        default="openid,profile,email,groups",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_GROUPS_CLAIM",
+        "ID-token claim holding the user's groups (a list of names).",
+        "groups",
+        default="groups",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_USERNAME_CLAIM",
+        "ID-token claim that becomes the MLflow username (with the issuer, sub is the stable one).",
+        "preferred_username",
+        default="preferred_username",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_GROUP_MAPPING",
+        "Group mapping file (YAML, docs/auth.md): the admin flag, MLflow permissions and platform rights "
+        "each group gives. Unset: signing in gives no rights.",
+        "/etc/mlflow/oidc-groups.yaml",
+        parse=optional_absolute_path,
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_SSO_ONLY",
+        "People sign in only through the provider: passwords are refused except for service accounts; "
+        "access tokens keep working.",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_SESSION_SECONDS",
+        "Lifetime of the browser session cookie after a single sign-on.",
+        "28800",
+        parse=integer(60),
+        default="28800",
+    ),
+    Setting(
+        "MLFLOW_EXT_OIDC_REDIRECT_URI",
+        "Callback URL registered at the provider. Unset: https://<request host>/auth/oidc/callback as the "
+        "proxy forwards it.",
+        "https://mlflow.example.com/auth/oidc/callback",
+        parse=issuer_url,
     ),
     # --- entrypoint ---
     Setting(
