@@ -8,6 +8,8 @@ the size. Objects under an ``s3://`` prefix are fingerprinted by ETag and size, 
 without downloading anything; the prefix ``s3-etag:`` tells the two schemes apart.
 
 CSV and Parquet data also get a row count and a schema (Parquet from its footers, CSV streamed).
+Hashing, counting rows and listing a prefix report their progress on stderr when they take a while
+(mlflow_ext.progress).
 Library code: errors are raised as DataError, never turned into exit codes here.
 """
 
@@ -21,12 +23,13 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from mlflow_ext import progress
 from mlflow_ext.errors import DataError
 from mlflow_ext.run_context import DATA_PREFIX
 
@@ -80,7 +83,8 @@ class DataFingerprint:
 # --- local files ---
 
 
-def _hash_file(path: str) -> str:
+def _hash_file(path: str, advance: Callable[[int], None] | None = None) -> str:
+    """sha256 of the file's bytes; ``advance`` (a progress task's) hears of every block read."""
     digest = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
     view = memoryview(buffer)
@@ -88,6 +92,8 @@ def _hash_file(path: str) -> str:
         with open(path, "rb", buffering=0) as handle:
             while count := handle.readinto(buffer):
                 digest.update(view[:count])  # hashlib releases the GIL: threads hash in parallel
+                if advance is not None:
+                    advance(count)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
@@ -143,15 +149,20 @@ def _fingerprint_local(path: str, *, profile: bool, workers: int | None) -> Data
     if stat.S_ISREG(info.st_mode):
         name = os.path.basename(path)
         files = [(name, path, info.st_size)]
-        hexdigest = _hash_file(path)
+        with progress.task(f"hashing {path}", total=info.st_size, unit="bytes") as bar:
+            hexdigest = _hash_file(path, bar.advance)
         digests = [(name, hexdigest)]
     elif stat.S_ISDIR(info.st_mode):
         files = sorted(_walk(path), key=lambda entry: _sort_key(entry[0]))
         if not files:
             raise DataError(f"{path}: no files in this folder")
         threads = workers or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fingerprint") as pool:
-            hashed = list(pool.map(_hash_file, [absolute for _, absolute, _ in files]))
+        total = sum(size for _, _, size in files)
+        with (
+            progress.task(f"hashing {len(files)} files in {path}", total=total, unit="bytes") as bar,
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fingerprint") as pool,
+        ):
+            hashed = list(pool.map(lambda file: _hash_file(file, bar.advance), [a for _, a, _ in files]))
         digests = [
             (relative, file_digest) for (relative, _, _), file_digest in zip(files, hashed, strict=True)
         ]
@@ -189,17 +200,21 @@ def _table_stats(paths: list[Any], fmt: str) -> tuple[int, tuple[Column, ...]]:
 
     rows = 0
     columns: tuple[Column, ...] | None = None
-    for source in paths:
-        if fmt == "parquet":
-            parquet = pyarrow.parquet.ParquetFile(source)
-            rows += parquet.metadata.num_rows
-            file_columns = _columns(parquet.schema_arrow)
-        else:
-            reader = pyarrow.csv.open_csv(source, read_options=pyarrow.csv.ReadOptions(block_size=BLOCK_SIZE))
-            file_columns = _columns(reader.schema)
-            for batch in reader:
-                rows += batch.num_rows
-        columns = file_columns if columns is None else columns
+    with progress.task(f"counting the rows of {len(paths)} {fmt} file(s)", unit="rows") as bar:
+        for source in paths:
+            if fmt == "parquet":
+                parquet = pyarrow.parquet.ParquetFile(source)
+                rows += parquet.metadata.num_rows
+                bar.advance(parquet.metadata.num_rows)
+                file_columns = _columns(parquet.schema_arrow)
+            else:
+                options = pyarrow.csv.ReadOptions(block_size=BLOCK_SIZE)
+                reader = pyarrow.csv.open_csv(source, read_options=options)
+                file_columns = _columns(reader.schema)
+                for batch in reader:
+                    rows += batch.num_rows
+                    bar.advance(batch.num_rows)
+            columns = file_columns if columns is None else columns
     assert columns is not None
     return rows, columns
 
@@ -295,12 +310,14 @@ def _fingerprint_s3(uri: str, *, profile: bool, client: Any | None) -> DataFinge
                     raise
         if not objects:
             prefix = key if not key or key.endswith("/") else key + "/"
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    if not item["Key"].endswith("/"):
-                        objects.append(
-                            (item["Key"][len(prefix) :], item["Key"], item["ETag"].strip('"'), item["Size"])
-                        )
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            with progress.task(f"listing {uri}", unit="objects") as bar:
+                for page in pages:
+                    for item in page.get("Contents", []):
+                        if not item["Key"].endswith("/"):
+                            name = item["Key"][len(prefix) :]
+                            objects.append((name, item["Key"], item["ETag"].strip('"'), item["Size"]))
+                    bar.advance(len(page.get("Contents", [])))
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise DataError(f"{uri}: {error.get('Code', '')} {error.get('Message', '')}".strip()) from None

@@ -7,10 +7,23 @@ from typing import Any
 
 import click
 
+from mlflow_ext import progress
 from mlflow_ext.commands.options import emit, output_option, server, tracking_option
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import catalog as catalog_mod
 from mlflow_ext.gocd import pipelines, validate
+
+
+class _Counting:
+    """An MlflowClient whose pages of registered models advance a progress task."""
+
+    def __init__(self, client: Any, bar: progress.Task) -> None:
+        self.client, self.bar = client, bar
+
+    def search_registered_models(self, **kwargs: Any) -> Any:
+        page = self.client.search_registered_models(**kwargs)
+        self.bar.advance(len(page))
+        return page
 
 
 @click.group("gocd")
@@ -80,7 +93,9 @@ def generate_command(
         tracking_uri = server(tracking_uri)  # before MLflow loads: a missing server fails at once
         from mlflow import MlflowClient
 
-        registered = catalog_mod.registry_models(MlflowClient(tracking_uri=tracking_uri))
+        with progress.task("gocd generate: reading registered models", unit="models") as bar:
+            client = _Counting(MlflowClient(tracking_uri=tracking_uri), bar)
+            registered = catalog_mod.registry_models(client)
         found = catalog_mod.from_registry(registered, base)
     else:
         assert base is not None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow_ext import progress
 from mlflow_ext.errors import PipelineError
 from mlflow_ext.gocd import emit, names, schedule, validate
 from mlflow_ext.gocd.catalog import Alias, Catalog, Model
@@ -235,8 +236,10 @@ def _render(
     _RENDERING.update(
         files=files, catalog=catalog, header=header(catalog), folder=str(folder) if folder else None
     )
+    label = "gocd generate: writing and checking files" if folder else "gocd: rendering and checking files"
     try:
-        rendered = validate.parallel_map(_render_one, list(files))
+        with progress.task(label, total=len(files), unit="files") as bar:
+            rendered = validate.parallel_map(_render_one, list(files), advance=bar.advance)
     finally:
         _RENDERING.clear()
     issues = [issue for _name, _text, found, _declared in rendered for issue in found]

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from mlflow_ext import progress
 from mlflow_ext.errors import FastYamlUnsupported, PipelineError
 from mlflow_ext.gocd import fastyaml, names, schedule
 from mlflow_ext.routing import BRIDGE_VARIABLES
@@ -810,14 +811,30 @@ def workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def parallel_map(func: Callable[[Any], Any], items: list[Any], min_items: int = 200) -> list[Any]:
-    """``[func(i) for i in items]``, spread over forked worker processes when there are many items."""
+def parallel_map(
+    func: Callable[[Any], Any],
+    items: list[Any],
+    min_items: int = 200,
+    advance: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """``[func(i) for i in items]``, spread over forked worker processes when there are many items.
+    ``advance`` (a progress task's) hears of each result as it comes."""
     count = workers()
     if count < 2 or len(items) < min_items or "fork" not in multiprocessing.get_all_start_methods():
-        return [func(item) for item in items]
+        return _collect(map(func, items), advance)
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(count, mp_context=context) as pool:
-        return list(pool.map(func, items, chunksize=max(1, len(items) // (count * 8))))
+        return _collect(pool.map(func, items, chunksize=max(1, len(items) // (count * 8))), advance)
+
+
+def _collect(results: Iterable[Any], advance: Callable[[int], None] | None) -> list[Any]:
+    if advance is None:
+        return list(results)
+    done = []
+    for result in results:
+        done.append(result)
+        advance(1)
+    return done
 
 
 def _issue(file: str, path: Path_, message: str) -> Issue:
@@ -850,7 +867,8 @@ class Report:
 def validate_paths(paths: Iterable[str | Path], routes_file: str | Path | None = None) -> Report:
     """Check files and directories (and a routing file against them); never raises for bad content."""
     files = [str(p) for p in expand(paths)]
-    results: list[FileResult] = parallel_map(check_file, files)
+    with progress.task("gocd validate: checking files", total=len(files), unit="files") as bar:
+        results: list[FileResult] = parallel_map(check_file, files, advance=bar.advance)
     issues = [issue for result in results for issue in result.issues] + cross_check(results)
     declared: dict[str, tuple[str, ...]] = {}
     for result in results:

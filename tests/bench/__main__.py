@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from mlflow_ext import progress
+
 DEFAULT_SECTIONS = "server,tracking_store,search,fingerprint,auth,bridge,gocd"
 SECTIONS = [name for name in os.environ.get("BENCH_SECTIONS", DEFAULT_SECTIONS).split(",") if name]
 
@@ -49,14 +51,21 @@ def render_chart(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_sections(sections: list[str], results: Path, package: str = "tests.bench") -> list[dict]:
+    """Every section's rows. Which section runs and how long it took go to stderr: a line at its start and
+    at its end, and one a minute in between; whole lines, as the sections print lines of their own."""
+    rows: list[dict] = []
+    for number, section in enumerate(sections, 1):
+        with progress.task(f"bench {number}/{len(sections)}: {section}", delay=0, interval=60, plain=True):
+            module = importlib.import_module(f"{package}.{section}")
+            rows.extend(module.run(results))
+    return rows
+
+
 def main() -> int:
     results = Path(os.environ.get("BENCH_RESULTS_DIR", "results"))
     results.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    for section in SECTIONS:
-        module = importlib.import_module(f"tests.bench.{section}")
-        print(f"== {section}", flush=True)
-        rows.extend(module.run(results))
+    rows = run_sections(SECTIONS, results)
     table = render_markdown(rows)
     (results / "bench.md").write_text(table)
     render_chart(rows, results / "bench.png")

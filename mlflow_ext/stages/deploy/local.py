@@ -34,9 +34,9 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
-from mlflow_ext import settings
+from mlflow_ext import progress, settings
 from mlflow_ext.errors import ConfigError, StageFailed
 from mlflow_ext.stages.common import check_name, mlflow_message
 from mlflow_ext.stages.deploy.base import Deployment, DeployRequest, DeployTarget
@@ -75,6 +75,37 @@ def _tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+# pip's lines worth showing while it works: what it fetches, builds and installs.
+_PIP_MILESTONES = ("Collecting ", "Building wheel", "Installing collected packages", "Successfully installed")
+
+
+def _run_logged(argv: list[str], log: BinaryIO, bar: progress.Task) -> int:
+    """Run ``argv`` with its output into ``log``; pip's milestones go to the progress line. Its exit code."""
+    bar.note(f"{Path(argv[0]).name} {' '.join(argv[1:3])}, output in {log.name}")
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert process.stdout is not None
+    try:
+        with process.stdout:
+            for line in process.stdout:
+                log.write(line)
+                text = line.decode(errors="replace").strip()
+                if text.startswith(_PIP_MILESTONES):
+                    if text.startswith("Collecting "):
+                        bar.advance()
+                    bar.note(text if len(text) <= 72 else text[:71] + "…")
+    except BaseException:  # interrupted, or the log cannot be written: no pip left running
+        process.kill()
+        process.wait()
+        raise
+    log.flush()
+    return process.wait()
 
 
 def free_port() -> int:
@@ -342,20 +373,15 @@ class LocalTarget(DeployTarget):
             constraints_file.write_text(_pins(constraints))
             install += ["-c", str(constraints_file)]
         steps.append(install)
-        with open(log_path, "wb") as log:
+        label = "deploy: building the model's environment"
+        with open(log_path, "wb") as log, progress.task(label, unit="packages collected") as bar:
             for argv in steps:
                 log.write(f"$ {' '.join(argv)}\n".encode())
                 log.flush()
-                result = subprocess.run(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-                    check=False,
-                )
-                if result.returncode != 0:
+                returncode = _run_logged(argv, log, bar)
+                if returncode != 0:
                     raise StageFailed(
-                        f"installing the model's requirements failed ({argv[2]} exited {result.returncode}), "
+                        f"installing the model's requirements failed ({argv[2]} exited {returncode}), "
                         f"see {log_path}:\n{_tail(log_path, 15)}"
                     )
         if not (venv / "bin" / "mlflow").exists():
