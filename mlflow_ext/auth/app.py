@@ -17,7 +17,9 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
 7. a new model version gets the authenticated user as its ``user_id`` (``registrant``).
 8. the guard's decoded request body is Flask's request JSON, and well-formed log-batch bodies are
    turned into entities without MLflow's protobuf conversion (``log_batch``).
-9. with ``MLFLOW_EXT_OIDC_ISSUER``, single sign-on for people (``oidc``, ``group_mapping``).
+9. the routes of stock features the platform does not configure are refused unless turned on
+   (``ui_features``).
+10. with ``MLFLOW_EXT_OIDC_ISSUER``, single sign-on for people (``oidc``, ``group_mapping``).
 
 The auth INI (rendered by ``mlflow-ext server run``) must name ``mlflow_ext.auth.authn:authenticate_request``
 as its ``authorization_function``; ``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` defaults to true, so a route
@@ -42,6 +44,7 @@ from mlflow_ext.auth import (
     ready,
     registrant,
     routes,
+    ui_features,
 )
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
@@ -108,6 +111,8 @@ def create_app() -> Any:
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
+    # Stock features the platform does not configure (assistant, demo data, MCP registry): 404 when off.
+    ui_features.install(served, os.environ)
     # The guard's decoded body is Flask's request JSON; well-formed log-batch bodies skip protobuf.
     log_batch.install(flask_app)
     # Outermost, before authentication and the Host check: monitors need no credentials to ask.

@@ -180,6 +180,39 @@ SETTINGS: tuple[Setting, ...] = (
         parse=boolean,
         default="true",
     ),
+    # --- UI features the platform does not configure (off unless turned on) ---
+    Setting(
+        "MLFLOW_ENABLE_AI_GATEWAY",
+        "MLflow's AI gateway (endpoints, provider keys, invocations): its API answers 501 and the UI hides it "
+        "when false. MLflow's own switch.",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_EXT_UI_ASSISTANT",
+        "MLflow's GenAI assistant (/ajax-api/3.0/mlflow/assistant/...; it runs a coding CLI on the server "
+        "host): refused with 404 unless true (mlflow-ext-auth).",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_EXT_UI_DEMO",
+        "The UI's demo data (/ajax-api/3.0/mlflow/demo/generate and delete write sample experiments, traces "
+        "and prompts into the real stores): refused with 404 unless true (mlflow-ext-auth).",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
+        "MLFLOW_EXT_UI_MCP_REGISTRY",
+        "MLflow's MCP server registry (/api/3.0/mlflow/mcp-servers/...): refused with 404 unless true "
+        "(mlflow-ext-auth).",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
     Setting(
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
         "Fernet key encrypting webhook secrets; identical on every host, or webhooks break on restart.",
