@@ -188,9 +188,10 @@ class Task:
 
 def _columns() -> int:
     try:
-        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns)
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return 80
+    return max(20, columns) if columns else 80  # a pseudo-terminal may not know its width
 
 
 def task(
