@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -441,3 +442,55 @@ def test_sso_only_refuses_passwords_of_people_and_accepts_service_tokens(sso, ss
     page = browser().get(sso_only.url + oidc.LOGIN_PATH, timeout=TIMEOUT)
     assert "Sign in with TestIdP" in page.text and "Basic credentials" not in page.text
     assert Api(sso.url, person, password).call("GET", "/api/2.0/mlflow/users/current").status_code == 200
+
+
+# --- a real browser -----------------------------------------------------------------------------
+
+
+def _submit(page: Any, selector: str, fields: dict[str, str]) -> None:
+    """Fill the form holding ``selector`` and submit it, as a person would."""
+    script = (
+        f"(() => {{ const form = document.querySelector({json.dumps(selector)}).form;"
+        f" const values = {json.dumps(fields)};"
+        " for (const [k, v] of Object.entries(values)) { form.elements[k].value = v; }"
+        " form.submit(); return true; })()"
+    )
+    page.evaluate(script)
+
+
+def test_a_browser_signs_in_sees_the_experiments_and_logs_out(sso):
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (make test-infra installs it)")
+    from tests.support.browser import chromium
+
+    url = sso.url
+    with chromium(lifetime=600) as running, running.open_page() as page:
+        page.navigate(url + "/")
+        page.wait_for("location.pathname === '/auth/login'", "the redirect to the login page", 30)
+        page.wait_for_text("Sign in with TestIdP", 30)
+        page.evaluate("document.querySelector('a[href^=\"/auth/oidc/start\"]').click()")
+        page.wait_for("!!document.querySelector('input[name=login]')", "the provider's login form", 30)
+        _submit(page, "input[name=login]", {"login": "alice", "password": "any-password"})
+        page.wait_for("!!document.querySelector('input[name=prompt][value=consent]')", "the consent form", 30)
+        _submit(page, "input[name=prompt][value=consent]", {})
+        page.wait_for(f"location.href.startsWith({json.dumps(url + '/')})", "the way back to MLflow", 30)
+        page.wait_for_text("Experiments", 90)
+        status = page.page(
+            "Runtime.evaluate",
+            expression="fetch('/ajax-api/2.0/mlflow/users/current').then(r => r.json())",
+            awaitPromise=True,
+            returnByValue=True,
+        )["result"]["value"]
+        assert status["user"]["username"] == "alice"  # the UI's own requests carry the session
+        session = [c for c in page.cookies([url + "/"]) if c["name"] == oidc.SESSION_COOKIE]
+        assert len(session) == 1 and session[0]["httpOnly"] and session[0]["sameSite"] == "Lax"
+
+        page.navigate(url + oidc.LOGOUT_PATH)
+        page.wait_for(
+            f"location.href.startsWith({json.dumps(sso.provider.issuer)})",
+            "the provider's end-session page",
+            30,
+        )
+        assert [c for c in page.cookies([url + "/"]) if c["name"] == oidc.SESSION_COOKIE] == []
+        page.navigate(url + "/")
+        page.wait_for("location.pathname === '/auth/login'", "the login page after logout", 30)
