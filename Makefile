@@ -44,13 +44,20 @@ restore: $(TOOLS_VENV)/.installed  ## rebuild the platform from its backups (ANS
 upgrade: $(TOOLS_VENV)/.installed  ## back up, migrate once, restart the servers one at a time (docs/operations.md)
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/upgrade.yml $(ANSIBLE_ARGS)
 
-test: $(DEV_VENV)/.installed /usr/bin/promtool  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
+test: $(DEV_VENV)/.installed /usr/bin/promtool /usr/bin/npm  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
+	$(DEV_VENV)/bin/python -m tests.support.oidc_provider
 	$(DEV_VENV)/bin/pytest -q --durations=25
 
 # Debian's promtool (package prometheus), for the alert rules' check and unit tests in tests/contract.
 /usr/bin/promtool:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+
+# Node.js and npm, for the OpenID Provider of the single sign-on tests (tests/support/oidc: oidc-provider 9.x,
+# installed by `npm ci` from its lock file into ~/.cache/mlflow-platform once, by the line in the test target).
+/usr/bin/npm:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
 
 # Debian's chromium, for the UI-under-CSP test of tests/infra (installed once; CI starts from a clean machine).
 /usr/bin/chromium:

@@ -170,3 +170,8 @@ def sign_in(session: requests.Session, start_url: str, login: str, deadline: flo
             fields |= {"login": login, "password": "any-password"}
         response = session.post(urljoin(response.url, action), data=fields, timeout=30)
     raise TimeoutError("the sign-in did not finish in time")
+
+
+if __name__ == "__main__":
+    # `make test`: install the provider's dependencies once, before the tests (a no-op when done).
+    print(f"oidc-provider installed in {npm_install()}")
