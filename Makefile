@@ -44,7 +44,7 @@ restore: $(TOOLS_VENV)/.installed  ## rebuild the platform from its backups (ANS
 upgrade: $(TOOLS_VENV)/.installed  ## back up, migrate once, restart the servers one at a time (docs/operations.md)
 	$(TOOLS_VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/upgrade.yml $(ANSIBLE_ARGS)
 
-test: $(DEV_VENV)/.installed /usr/bin/promtool /usr/bin/npm  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
+test: $(DEV_VENV)/.installed /usr/bin/promtool /usr/bin/npm /usr/bin/chromium  ## unit, contract and integration tests (real Postgres, SeaweedFS, mlflow server)
 	$(DEV_VENV)/bin/python -m tests.support.oidc_provider
 	$(DEV_VENV)/bin/pytest -q --durations=25
 
@@ -59,7 +59,8 @@ test: $(DEV_VENV)/.installed /usr/bin/promtool /usr/bin/npm  ## unit, contract a
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
 
-# Debian's chromium, for the UI-under-CSP test of tests/infra (installed once; CI starts from a clean machine).
+# Debian's chromium, for the UI tests (tests/integration/test_ui_features.py, and the UI-under-CSP test of
+# tests/infra; installed once; CI starts from a clean machine).
 /usr/bin/chromium:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium

@@ -9,14 +9,16 @@ as MLflow does, so the refusals above are the settings' doing.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.browser import basic_authorization
+from tests.support.browser import DevTools, basic_authorization, chromium
 from tests.support.environ import patched_environ
 from tests.support.services import Platform, running_platform
 
@@ -27,6 +29,10 @@ FEATURES_ON = {
     "MLFLOW_EXT_UI_ASSISTANT": "true",
     "MLFLOW_EXT_UI_DEMO": "true",
     "MLFLOW_EXT_UI_MCP_REGISTRY": "true",
+    # The platform's telemetry setting off, so the UI shows its notice; MLflow itself still sends nothing
+    # (it stays quiet when CI is set).
+    "MLFLOW_DISABLE_TELEMETRY": "false",
+    "CI": "true",
 }
 DEMO_EXPERIMENT = "MLflow Demo"
 # (method, path, body, the setting that turns the route on)
@@ -162,3 +168,50 @@ def test_mcp_registry_on_answers(features_on):
 def test_gateway_on_answers(features_on):
     status, answer = call(features_on, "GET", "/ajax-api/3.0/mlflow/gateway/supported-providers")
     assert status == 200, answer
+
+
+# What each feature shows, as the page's visible text (innerText leaves out what is hidden).
+UI_TEXTS = {
+    "telemetry notice": "Information about UI telemetry",
+    "demo": "Start Demo",
+    "assistant": "MLflow Assistant",
+    "gateway": "AI Gateway",
+    "mcp registry": "MCP registry",
+}
+# Where each feature shows: the home page has the notice and the demo card; both have the menu and assistant.
+PAGES = {
+    "home": ("#/", "Welcome to MLflow", ["telemetry notice", "demo", "assistant", "gateway", "mcp registry"]),
+    "experiments": ("#/experiments", "Default", ["assistant", "gateway", "mcp registry"]),
+}
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "ui"
+
+
+def visible_features(page: DevTools, platform: Platform, fragment: str, ready_text: str) -> set[str]:
+    page.navigate("about:blank")
+    page.navigate(f"{platform.tracking_uri}/{fragment}")
+    page.wait_for_text(ready_text, timeout=90)
+    time.sleep(4)  # lazy chunks: the assistant panel, the server-info answer, the home page's cards
+    text = page.body_text()
+    return {feature for feature, marker in UI_TEXTS.items() if marker in text}
+
+
+@pytest.fixture(scope="module")
+def browser_page() -> Iterator[DevTools]:
+    with chromium(lifetime=900) as browser, browser.open_page() as page:
+        page.set_viewport(1400, 900)
+        yield page
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_ui_hides_the_features_that_are_off(platform, features_on, browser_page, name):
+    fragment, ready_text, expected = PAGES[name]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    seen = {}
+    for label, started in (("", platform), ("-features-on", features_on)):
+        browser_page.set_extra_headers(
+            {"Authorization": basic_authorization(started.admin_username, started.admin_password)}
+        )
+        seen[label] = visible_features(browser_page, started, fragment, ready_text)
+        (RESULTS / f"{name}{label}.png").write_bytes(browser_page.screenshot())
+    assert seen[""] == set(), f"the {name} page shows features that are off: {sorted(seen[''])}"
+    assert seen["-features-on"] == set(expected), f"the {name} page with every feature on: {seen}"
