@@ -175,7 +175,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLFLOW_DISABLE_TELEMETRY",
-        "MLflow's usage telemetry; off on the platform.",
+        "MLflow's usage telemetry; off on the platform (with mlflow-ext-auth the UI then hides its "
+        "telemetry notice).",
         "true",
         parse=boolean,
         default="true",
@@ -183,32 +184,32 @@ SETTINGS: tuple[Setting, ...] = (
     # --- UI features the platform does not configure (off unless turned on) ---
     Setting(
         "MLFLOW_ENABLE_AI_GATEWAY",
-        "MLflow's AI gateway (endpoints, provider keys, invocations): its API answers 501 and the UI hides it "
-        "when false. MLflow's own switch.",
+        "MLflow's AI gateway (endpoints, provider keys, invocations): its API answers 501 and the UI hides "
+        "it when false. MLflow's own switch.",
         "false",
         parse=boolean,
         default="false",
     ),
     Setting(
         "MLFLOW_EXT_UI_ASSISTANT",
-        "MLflow's GenAI assistant (/ajax-api/3.0/mlflow/assistant/...; it runs a coding CLI on the server "
-        "host): refused with 404 unless true (mlflow-ext-auth).",
+        "MLflow's GenAI assistant (it runs a coding CLI on the server host): unless true, its API "
+        "(/ajax-api/3.0/mlflow/assistant/...) answers 404 and the UI hides it (mlflow-ext-auth).",
         "false",
         parse=boolean,
         default="false",
     ),
     Setting(
         "MLFLOW_EXT_UI_DEMO",
-        "The UI's demo data (/ajax-api/3.0/mlflow/demo/generate and delete write sample experiments, traces "
-        "and prompts into the real stores): refused with 404 unless true (mlflow-ext-auth).",
+        "The UI's Start Demo (sample experiments, traces and prompts written into the real stores): unless "
+        "true, its API (/ajax-api/3.0/mlflow/demo/...) answers 404 and the UI hides it (mlflow-ext-auth).",
         "false",
         parse=boolean,
         default="false",
     ),
     Setting(
         "MLFLOW_EXT_UI_MCP_REGISTRY",
-        "MLflow's MCP server registry (/api/3.0/mlflow/mcp-servers/...): refused with 404 unless true "
-        "(mlflow-ext-auth).",
+        "MLflow's MCP server registry: unless true, its API (/api/3.0/mlflow/mcp-servers/...) answers 404 "
+        "and the UI hides it (mlflow-ext-auth).",
         "false",
         parse=boolean,
         default="false",
