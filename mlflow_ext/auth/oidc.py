@@ -17,9 +17,11 @@ unknown). Routes, answered before MLflow's authentication (they are how one gets
   it has one, else the login page.
 
 The session cookie (``mlflow_ext_session``: Secure unless the request came over plain http to a loopback
-address, HttpOnly, SameSite=Lax) holds the username and expiry, signed with ``MLFLOW_FLASK_SERVER_SECRET_KEY``
-(the secret every worker and replica already shares), under a salt of its own. ``authn`` accepts it when a
-request carries no ``Authorization`` header; API clients with Basic or Bearer credentials are unaffected.
+address, HttpOnly, SameSite=Lax) holds the username and the time it was signed, signed with
+``MLFLOW_FLASK_SERVER_SECRET_KEY`` (the secret every worker and replica already shares) under a salt of its
+own. ``authn`` accepts it when a request carries no ``Authorization`` header; API clients with Basic or
+Bearer credentials are unaffected. A write (not GET, HEAD, OPTIONS) that the browser marks as sent by another
+site (``Sec-Fetch-Site``) is not authenticated by it.
 A browser navigation without credentials (GET, ``Accept: text/html``) is redirected to the login page
 instead of answered with the Basic challenge.
 
@@ -71,6 +73,7 @@ HTTP_TIMEOUT = 10.0
 # Asymmetric signatures only: a provider's JWKS never holds a shared secret, and "none" is never accepted.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 JWKS_REFRESH_SECONDS = 60.0
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 # --- ID tokens ----------------------------------------------------------------------------------
@@ -228,6 +231,13 @@ def session_user() -> str | None:
         return None
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
+        return None
+    if request.method not in SAFE_METHODS and request.headers.get("Sec-Fetch-Site") in (
+        "cross-site",
+        "same-site",
+    ):
+        # A write another site's page sent with the person's cookie (SameSite=Lax already keeps it off
+        # cross-site POSTs; this also covers sibling subdomains): not the person's doing.
         return None
     try:
         data = st.serializer("session").loads(raw, max_age=st.settings.oidc_session_seconds)

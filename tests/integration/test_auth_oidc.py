@@ -229,6 +229,19 @@ def test_sign_in_creates_the_user_and_maps_groups_to_rights(sso):
     assert session.get(sso.url + "/", timeout=TIMEOUT).status_code == 200
 
 
+def test_the_session_does_not_authenticate_writes_from_other_sites(sso):
+    session = signed_in(sso, "alice")
+    payload = {"name": "fraud-detector", "key": "owner", "value": "y"}
+    path = sso.url + "/api/2.0/mlflow/registered-models/set-tag"
+    for site, status in (("cross-site", 401), ("same-site", 401), ("same-origin", 200), (None, 200)):
+        headers = {"Sec-Fetch-Site": site} if site else {}
+        response = session.post(path, json=payload, headers=headers, timeout=TIMEOUT)
+        assert response.status_code == status, (site, response.status_code, response.text[:200])
+    # Reads are not writes: a cross-site navigation (a link to MLflow) still opens the page signed in.
+    read = session.get(sso.url + "/", headers={"Sec-Fetch-Site": "cross-site"}, timeout=TIMEOUT)
+    assert read.status_code == 200
+
+
 def test_admin_group_makes_an_admin(sso):
     session = signed_in(sso, "ann")
     user = admin(sso.platform).ok("GET", "/api/2.0/mlflow/users/get", {"username": "ann"})["user"]
