@@ -413,6 +413,88 @@ TRACKING_COLUMNS = tuple(
     )
     for column in columns
 )
+# --- the PostgreSQL registry store (mlflow_ext.registry_store) ---
+_REGISTRY_STORE = "mlflow_ext.registry_store"
+VALIDATE_MODEL_NAME = Internal(_VALIDATION, "_validate_model_name", _REGISTRY_STORE, params=("model_name",))
+VALIDATE_MODEL_ALIAS_NAME = Internal(
+    _VALIDATION, "_validate_model_alias_name", _REGISTRY_STORE, params=("model_alias_name",)
+)
+REGISTRY_ACTIVE_WORKSPACE = Internal(
+    _REGISTRY_SQL_STORE, "SqlAlchemyStore._get_active_workspace", _REGISTRY_STORE, params=("self",)
+)
+REGISTRY_HOT_PATHS = tuple(
+    Internal(
+        _REGISTRY_SQL_STORE,
+        f"SqlAlchemyStore.{name}",
+        _REGISTRY_STORE,
+        params=params,
+        overridden_by="mlflow_ext.registry_store:PostgresRegistryStore",
+    )
+    for name, params in (
+        ("get_model_version_by_alias", ("self", "name", "alias")),
+        ("search_registered_models", ("self", "filter_string", "max_results", "order_by", "page_token")),
+    )
+)
+# MLflow's own ORDER BY and filter query of search_registered_models, reused as they are.
+REGISTERED_MODELS_ORDER_BY = Internal(
+    _REGISTRY_SQL_STORE,
+    "SqlAlchemyStore._parse_search_registered_models_order_by",
+    _REGISTRY_STORE,
+    params=("order_by_list",),  # a classmethod
+)
+REGISTERED_MODELS_FILTER_QUERY = Internal(
+    _REGISTRY_SQL_STORE,
+    "SqlAlchemyStore._get_search_registered_model_filter_query",
+    _REGISTRY_STORE,
+    params=("self", "session", "parsed_filters", "dialect"),
+)
+REGISTERED_MODEL_MODEL = Internal(
+    "mlflow.store.model_registry.dbmodels.models",
+    "SqlRegisteredModel",
+    _REGISTRY_STORE,
+    attributes=("name", "creation_time", "last_updated_time", "description", "workspace"),
+)
+# The tables and columns the registry's fast path reads in plain SQL.
+_REGISTRY_MODELS = "mlflow.store.model_registry.dbmodels.models"
+REGISTRY_TABLES = tuple(
+    Internal(_REGISTRY_MODELS, f"{model}.__tablename__", _REGISTRY_STORE, kind=str, value=table)
+    for model, table in (
+        ("SqlRegisteredModel", "registered_models"),
+        ("SqlModelVersion", "model_versions"),
+        ("SqlModelVersionTag", "model_version_tags"),
+        ("SqlRegisteredModelTag", "registered_model_tags"),
+        ("SqlRegisteredModelAlias", "registered_model_aliases"),
+    )
+)
+REGISTRY_COLUMNS = tuple(
+    Internal(_REGISTRY_MODELS, f"{model}.{column}.key", _REGISTRY_STORE, kind=str, value=column)
+    for model, columns in (
+        ("SqlRegisteredModel", ("workspace", "name")),
+        (
+            "SqlModelVersion",
+            (
+                "workspace",
+                "name",
+                "version",
+                "creation_time",
+                "last_updated_time",
+                "description",
+                "user_id",
+                "current_stage",
+                "source",
+                "run_id",
+                "status",
+                "status_message",
+                "run_link",
+            ),
+        ),
+        ("SqlModelVersionTag", ("workspace", "name", "version", "key", "value")),
+        ("SqlRegisteredModelTag", ("workspace", "name", "key", "value")),
+        ("SqlRegisteredModelAlias", ("workspace", "name", "alias", "version")),
+    )
+    for column in columns
+)
+
 # Where MLflow's server keeps its default artifact root and read replica for the stores it builds.
 SERVER_ARTIFACT_ROOT_ENV_VAR = Internal(
     "mlflow.tracking._tracking_service.utils",
@@ -489,6 +571,15 @@ INTERNALS: tuple[Internal, ...] = (
     *STORE_READ_HELPERS,
     *TRACKING_TABLES,
     *TRACKING_COLUMNS,
+    VALIDATE_MODEL_NAME,
+    VALIDATE_MODEL_ALIAS_NAME,
+    REGISTRY_ACTIVE_WORKSPACE,
+    *REGISTRY_HOT_PATHS,
+    REGISTERED_MODELS_ORDER_BY,
+    REGISTERED_MODELS_FILTER_QUERY,
+    REGISTERED_MODEL_MODEL,
+    *REGISTRY_TABLES,
+    *REGISTRY_COLUMNS,
     SERVER_ARTIFACT_ROOT_ENV_VAR,
     READ_REPLICA_ENV_VAR,
 )
@@ -958,6 +1049,38 @@ def run_dataset_inputs(store: Any, session: Any, run_ids: list[str]) -> list[lis
 def run_model_outputs(store: Any, session: Any, run_ids: list[str]) -> dict[str, list[Any]]:
     """MLflow's model outputs of these runs, by run id."""
     return _call_method(RUN_MODEL_OUTPUTS, store, run_ids, session)
+
+
+def validate_model_name(name: str) -> None:
+    """MLflow's check of a registered model's name."""
+    _call(VALIDATE_MODEL_NAME, name)
+
+
+def validate_model_alias_name(alias: str) -> None:
+    """MLflow's check of an alias."""
+    _call(VALIDATE_MODEL_ALIAS_NAME, alias)
+
+
+def registered_models_order_by(store: Any, order_by: list[str] | None) -> list[Any]:
+    """MLflow's ORDER BY clauses of ``search_registered_models`` (its error for a bad key)."""
+    _check_call(REGISTERED_MODELS_ORDER_BY, REGISTERED_MODELS_ORDER_BY.params or (), (order_by,), {})
+    return list(_member(REGISTERED_MODELS_ORDER_BY, store)(order_by))
+
+
+def registered_models_filter_query(store: Any, session: Any, parsed_filters: list[Any], dialect: str) -> Any:
+    """MLflow's filtered ``select(SqlRegisteredModel)`` of ``search_registered_models`` (prompts left out
+    unless asked for)."""
+    return _call_method(REGISTERED_MODELS_FILTER_QUERY, store, session, parsed_filters, dialect)
+
+
+def registered_model_model() -> Any:
+    """MLflow's ORM model of the ``registered_models`` table."""
+    return resolve(REGISTERED_MODEL_MODEL)
+
+
+def registry_workspace(store: Any) -> str:
+    """The workspace the registry store reads (MLflow's default one without workspaces)."""
+    return str(_call_method(REGISTRY_ACTIVE_WORKSPACE, store))
 
 
 def server_artifact_root_env_var() -> str:

@@ -32,8 +32,14 @@ run, a param logged before with another value), the call is handed to MLflow's o
 MLflow's exact error. The rare shapes are handed over whole: metrics for a logged model (``model_id``), the
 ``mlflow.runName`` tag (it also renames the run), timestamps or steps that are not integers.
 
+The read hot paths, ``search_runs`` (its ``_search_runs``) and ``get_run``, keep MLflow's checks, filter and
+ORDER BY clauses and page tokens, but read the runs and their latest metrics, params and tags as plain rows
+in a few statements and build MLflow's entities directly (MLflow loads them as ORM objects through
+``selectinload``); see ``_search_runs`` for why its ``DISTINCT`` can go.
+
 ``tests/integration/test_tracking_store_differential.py`` runs random sequences of calls against MLflow's
-store and this one, on two databases, and compares every answer, every error and the final tables.
+store and this one, on two databases, and compares every answer, every error and the final tables, then
+random searches and every run ``get_run`` reads back.
 """
 
 from __future__ import annotations

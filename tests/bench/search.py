@@ -14,10 +14,11 @@ Measured side by side in this process, each call alternating between the two, wi
 - ``search_registered_models`` by tag (``tags.team = '...'``);
 - ``get_model_version_by_alias``.
 
-Platform: ``PostgresTrackingStore`` (mlflow_ext.tracking_store) and MLflow's registry store on the indexed
-database; vanilla: MLflow's ``SqlAlchemyStore`` and ``SqlAlchemyModelRegistryStore`` on the other. Stores are
-called directly (no HTTP). For each measure the slowest SQL statement of one call (caught with SQLAlchemy's
-``before_cursor_execute``) is run again under ``EXPLAIN (ANALYZE, BUFFERS)`` on either database and printed,
+Platform: ``PostgresTrackingStore`` (mlflow_ext.tracking_store) and ``PostgresRegistryStore``
+(mlflow_ext.registry_store) on the indexed database; vanilla: MLflow's ``SqlAlchemyStore`` and
+``SqlAlchemyModelRegistryStore`` on the other. Stores are called directly (no HTTP). For each measure the
+slowest SQL statement of one call (caught with SQLAlchemy's ``before_cursor_execute``) is run again under
+``EXPLAIN (ANALYZE, BUFFERS)`` on either database and printed,
 so where the time goes is visible, with a profile of one platform call.
 
 Last, what the indexes cost: ``log_batch(1000)`` with 4 clients through the fast store on either database.
@@ -344,6 +345,7 @@ def run(results_dir: Path) -> list[dict]:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as SqlAlchemyModelRegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    from mlflow_ext.registry_store import PostgresRegistryStore
     from mlflow_ext.tracking_store import PostgresTrackingStore
 
     with seeded_databases() as (uris, artifacts, seed_seconds, picks):
@@ -351,7 +353,10 @@ def run(results_dir: Path) -> list[dict]:
             "platform": PostgresTrackingStore(uris["platform"], artifacts),
             "vanilla": SqlAlchemyStore(uris["vanilla"], artifacts),
         }
-        registry = {side: SqlAlchemyModelRegistryStore(uri) for side, uri in uris.items()}
+        registry = {
+            "platform": PostgresRegistryStore(uris["platform"]),
+            "vanilla": SqlAlchemyModelRegistryStore(uris["vanilla"]),
+        }
         experiments = [str(e) for e in picks["experiments"]]
 
         def by_metric(store: Any) -> Callable[[random.Random], Any]:

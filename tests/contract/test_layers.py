@@ -31,6 +31,7 @@ SHARED = (
     "clients",
     "tracking_store",
     "tracking_migrations",
+    "registry_store",
 )
 FEATURES = ("auth", "promotion", "bridge", "gocd", "stages")
 ENTRY_POINTS = ("cli", "commands", "server")
