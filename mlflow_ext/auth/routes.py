@@ -302,8 +302,8 @@ def _own_username(params: dict[str, Any]) -> bool:
 
 
 def can_create_token() -> bool:
-    # A token may not mint further tokens: self-service needs the password.
-    return authn.auth_method() == "password" and _own_username(_params())
+    # A token may not mint further tokens: self-service needs the password, or a single sign-on session.
+    return authn.auth_method() in ("password", "session") and _own_username(_params())
 
 
 def can_list_tokens() -> bool:

@@ -242,6 +242,22 @@ def test_the_session_does_not_authenticate_writes_from_other_sites(sso):
     assert read.status_code == 200
 
 
+def test_a_signed_in_person_creates_their_own_token(sso):
+    session = signed_in(sso, "eve")
+    created = api(
+        session, sso, "POST", "/api/2.0/mlflow-ext/tokens/create", {"name": f"nb-{secrets.token_hex(3)}"}
+    )
+    assert created.status_code == 200, created.text
+    token = created.json()["token"]
+    current = Api(sso.url, token=token).call("GET", "/api/2.0/mlflow/users/current")
+    assert current.status_code == 200 and current.json()["user"]["username"] == "eve"
+    # ... but not one for somebody else, and a token still cannot mint tokens.
+    other = api(session, sso, "POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "x", "username": "alice"})
+    assert other.status_code == 403
+    minted = Api(sso.url, token=token).call("POST", "/api/2.0/mlflow-ext/tokens/create", {"name": "y"})
+    assert minted.status_code == 403
+
+
 def test_admin_group_makes_an_admin(sso):
     session = signed_in(sso, "ann")
     user = admin(sso.platform).ok("GET", "/api/2.0/mlflow/users/get", {"username": "ann"})["user"]
