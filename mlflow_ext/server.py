@@ -36,6 +36,16 @@ def resolve(environ: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(
                 f"invalid configuration:\n  MLFLOW_EXT_PROMOTION_POLICY is not a usable policy: {exc}"
             ) from None
+    if values["MLFLOW_EXT_OIDC_ISSUER"]:
+        if not values["MLFLOW_EXT_OIDC_CLIENT_ID"]:
+            raise ConfigError(
+                "invalid configuration:\n  MLFLOW_EXT_OIDC_CLIENT_ID is required with MLFLOW_EXT_OIDC_ISSUER"
+            )
+        if values["MLFLOW_EXT_APP_NAME"] != "mlflow-ext-auth":
+            raise ConfigError(
+                "invalid configuration:\n  MLFLOW_EXT_OIDC_ISSUER (single sign-on) needs "
+                "MLFLOW_EXT_APP_NAME=mlflow-ext-auth"
+            )
     if values["MLFLOW_WORKERS"] is None:
         values["MLFLOW_WORKERS"] = max(2, os.cpu_count() or 1)
     if auth_enabled(values):

@@ -135,3 +135,18 @@ def test_a_shared_secret_signature_is_never_accepted():
         oidc.verify_id_token(token, KeySet([secret]), issuer=ISSUER, client_id="mlflow", nonce="n")
     with pytest.raises(SignInRefused, match=r"malformed|signature"):
         oidc.verify_id_token("not.a.token", KeySet([secret]), issuer=ISSUER, client_id="mlflow", nonce="n")
+
+
+def test_the_entrypoint_refuses_an_issuer_without_a_client_or_the_auth_app():
+    from mlflow_ext import server
+    from mlflow_ext.errors import ConfigError
+    from tests.unit.test_settings import VALID
+
+    on = {**VALID, "MLFLOW_EXT_OIDC_ISSUER": ISSUER}
+    with pytest.raises(ConfigError, match="MLFLOW_EXT_OIDC_CLIENT_ID is required"):
+        server.resolve(on)
+    with pytest.raises(ConfigError, match="needs MLFLOW_EXT_APP_NAME=mlflow-ext-auth"):
+        server.resolve({**on, "MLFLOW_EXT_OIDC_CLIENT_ID": "mlflow", "MLFLOW_EXT_APP_NAME": "basic-auth"})
+    values = server.resolve({**on, "MLFLOW_EXT_OIDC_CLIENT_ID": "mlflow"})
+    assert values["MLFLOW_EXT_OIDC_SCOPES"] == ("openid", "profile", "email", "groups")
+    assert server.resolve(VALID)["MLFLOW_EXT_OIDC_ISSUER"] is None  # off by default
