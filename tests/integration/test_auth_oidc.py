@@ -195,6 +195,18 @@ def test_api_clients_keep_the_basic_challenge(sso):
     assert Api(sso.url, token=token).call("GET", "/api/2.0/mlflow/users/current").status_code == 200
 
 
+def test_behind_the_proxy_the_redirect_uri_is_the_public_https_one(sso):
+    # What nginx sends (loopback is a trusted proxy for uvicorn): the public scheme and host.
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.2.3", "Host": "localhost"}
+    response = requests.get(sso.start_url("/"), headers=headers, timeout=TIMEOUT, allow_redirects=False)
+    assert response.status_code == 302
+    query = parse_qs(urlparse(response.headers["Location"]).query)
+    assert query["redirect_uri"] == ["https://localhost/auth/oidc/callback"]
+    assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
+    flow = [c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith(oidc.FLOW_COOKIE)]
+    assert "Secure" in flow[0] and "HttpOnly" in flow[0] and "Path=/auth/oidc" in flow[0]
+
+
 def test_login_page_refuses_open_redirects(sso):
     page = browser().get(sso.url + "/auth/login?next=//evil.example.com/x", timeout=TIMEOUT)
     assert "evil.example.com" not in page.text
