@@ -57,14 +57,19 @@ def ensure_service_account(
     expires_in_seconds: int | None = None,
     rights: tuple[str, ...] = (),
     dry_run: bool = False,
+    promote_models: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Make sure ``username`` is a service account with an active token named ``token_name`` whose
-    secret is in ``token_file``; returns a report whose ``changed`` is true only if anything changed."""
+    secret is in ``token_file``, holding ``rights`` on every resource and the promote right on each of
+    ``promote_models``; returns a report whose ``changed`` is true only if anything changed."""
     if values.get("MLFLOW_EXT_APP_NAME") != "mlflow-ext-auth":
         raise ConfigError("MLFLOW_EXT_APP_NAME must be mlflow-ext-auth for service-account tokens")
     unknown = [r for r in rights if r not in RIGHTS]
     if unknown:
         raise ConfigError(f"unknown right(s) {', '.join(unknown)}; known: {', '.join(RIGHTS)}")
+    if any(not model.strip() for model in promote_models):
+        raise ConfigError("a promote model must be a registered model name, not empty")
+    wanted = [(right, "*") for right in rights] + [("promote", model) for model in promote_models]
     uri = str(values["MLFLOW_EXT_AUTH_DATABASE_URI"])
 
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
@@ -103,11 +108,13 @@ def ensure_service_account(
             report["marked_service_account"] = True
             if not dry_run:
                 ext.add_service_account(username, PROVISIONER, "provisioned service account")
-        for right in rights:
-            if not any(r["right"] == right and r["resource"] == "*" for r in ext.list_rights(username)):
-                report["rights_granted"].append(right)
+        held = {(r["right"], r["resource"]) for r in ext.list_rights(username)}
+        for right, resource in dict.fromkeys(wanted):
+            if (right, resource) not in held and (right, "*") not in held:
+                # "promote" (every model) or "promote on <model>", as `mlflow-ext grant list` names them.
+                report["rights_granted"].append(right if resource == "*" else f"{right} on {resource}")
                 if not dry_run:
-                    ext.grant_right(username, right, "*", PROVISIONER)
+                    ext.grant_right(username, right, resource, PROVISIONER)
 
         current = _read_token(token_file)
         record = ext.find_token(current) if current else None

@@ -148,6 +148,12 @@ def revoke(token_id: int, dry_run: bool, tracking_uri: str | None, output: str) 
     type=click.Choice(RIGHTS),
     help="Platform rights (on every model) the account should hold; repeatable.",
 )
+@click.option(
+    "--promote-model",
+    "promote_models",
+    multiple=True,
+    help="A registered model on which the account should hold the promote right; repeatable.",
+)
 @env_file_option
 @dry_run_option
 @output_option
@@ -157,6 +163,7 @@ def ensure_service_account(
     token_file: str,
     expires_in: int | None,
     rights: tuple[str, ...],
+    promote_models: tuple[str, ...],
     env_file: str | None,
     dry_run: bool,
     output: str,
@@ -166,5 +173,7 @@ def ensure_service_account(
     from mlflow_ext.auth.provision import ensure_service_account as ensure
 
     values = entrypoint.resolve(settings.apply_env_file(env_file))
-    report = ensure(values, username, token_name, token_file, expires_in, rights, dry_run)
+    report = ensure(
+        values, username, token_name, token_file, expires_in, rights, dry_run, promote_models=promote_models
+    )
     emit(report, output)
