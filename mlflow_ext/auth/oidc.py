@@ -55,7 +55,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from mlflow_ext.auth import group_mapping
+from mlflow_ext.auth import group_mapping, memo
 from mlflow_ext.auth.config import AuthSettings
 from mlflow_ext.errors import SignInRefused
 
@@ -68,12 +68,16 @@ START_PATH = "/auth/oidc/start"
 CALLBACK_PATH = "/auth/oidc/callback"
 LOGOUT_PATH = "/auth/logout"
 LINK_RIGHT = "oidc_subject"
+# A live session: a row per sign-in, resource the hash of the session id the cookie carries. Logout deletes
+# it, so a copied cookie dies with the person's logout, not hours later when its signature expires.
+SESSION_RIGHT = "oidc_session"
 LEEWAY_SECONDS = 60
 HTTP_TIMEOUT = 10.0
 # Asymmetric signatures only: a provider's JWKS never holds a shared secret, and "none" is never accepted.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 JWKS_REFRESH_SECONDS = 60.0
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+LIVE_SESSIONS_REMEMBERED = 10_000
 
 
 # --- ID tokens ----------------------------------------------------------------------------------
@@ -185,6 +189,9 @@ class OIDC:
     users: Any  # MLflow's auth store
     ext: Any  # mlflow_ext.auth.store.ExtStore
     audit: Any  # mlflow_ext.auth.audit.AuditLog
+    # (username, session id) -> the generation under which its row was last seen.
+    live_sessions: dict[tuple[str, str], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def client_id(self) -> str:
@@ -244,9 +251,59 @@ def session_user() -> str | None:
     except BadSignature:
         return None
     username = data.get("u") if isinstance(data, dict) else None
-    if not isinstance(username, str) or not st.users.has_user(username):
+    session_id = data.get("s") if isinstance(data, dict) else None
+    if not isinstance(username, str) or not isinstance(session_id, str):
+        return None
+    if not _session_live(st, username, session_id) or not st.users.has_user(username):
         return None
     return username
+
+
+def _session_key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _session_live(st: OIDC, username: str, session_id: str) -> bool:
+    """Whether the session's row is still there. A logout bumps the generation, so a live answer is
+    remembered until the generation moves (every worker reads it per request or per revocation check)."""
+    generation = memo.request_generation()
+    key = (username, session_id)
+    if generation is not None and st.live_sessions.get(key) == generation:
+        return True
+    live = bool(st.ext.has_right(username, SESSION_RIGHT, _session_key(session_id)))
+    with st.lock:
+        if len(st.live_sessions) >= LIVE_SESSIONS_REMEMBERED:
+            st.live_sessions.clear()
+        if live and generation is not None:
+            st.live_sessions[key] = generation
+        else:
+            st.live_sessions.pop(key, None)
+    return live
+
+
+def _open_session(st: OIDC, username: str) -> str:
+    """A new session id, recorded; the person's sessions older than a session's lifetime are dropped."""
+    session_id = secrets.token_urlsafe(24)
+    expired_before = (time.time() - st.settings.oidc_session_seconds) * 1000
+    for row in st.ext.list_rights(username):
+        if row["right"] == SESSION_RIGHT and row["created_at"] < expired_before:
+            st.ext.revoke_right(username, SESSION_RIGHT, row["resource"])
+    st.ext.grant_right(username, SESSION_RIGHT, _session_key(session_id), "oidc")
+    return session_id
+
+
+def _close_session() -> None:
+    """Delete the row of the request's session, if its cookie is genuine."""
+    st = _state()
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return
+    try:
+        data = st.serializer("session").loads(raw, max_age=st.settings.oidc_session_seconds)
+    except BadSignature:
+        return
+    if isinstance(data, dict) and isinstance(data.get("u"), str) and isinstance(data.get("s"), str):
+        st.ext.revoke_right(data["u"], SESSION_RIGHT, _session_key(data["s"]))
 
 
 def wants_login_page() -> bool:
@@ -479,7 +536,7 @@ def _callback() -> Response:
     _clear(response, FLOW_COOKIE, FLOW_PATH)
     response.set_cookie(
         SESSION_COOKIE,
-        st.serializer("session").dumps({"u": username}),
+        st.serializer("session").dumps({"u": username, "s": _open_session(st, username)}),
         max_age=st.settings.oidc_session_seconds,
         path="/",
         secure=_secure(),
@@ -536,6 +593,7 @@ def _ensure_user(st: OIDC, username: str, claims: Mapping[str, Any]) -> None:
 
 def _logout() -> Response:
     st = _state()
+    _close_session()
     target = request.host_url.rstrip("/") + LOGIN_PATH
     end_session = None
     with contextlib.suppress(SignInRefused):  # the provider is down: still clear our session

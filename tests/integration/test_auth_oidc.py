@@ -136,7 +136,8 @@ def set_model_tag(session: requests.Session, sso: SSO, model: str) -> requests.R
 
 def rights_of(sso: SSO, username: str) -> set[tuple[str, str]]:
     answer = admin(sso.platform).ok("GET", "/api/2.0/mlflow-ext/rights/list", {"username": username})
-    return {(r["right"], r["resource"]) for r in answer["rights"] if r["right"] != oidc.LINK_RIGHT}
+    sign_in_rows = (oidc.LINK_RIGHT, oidc.SESSION_RIGHT)
+    return {(r["right"], r["resource"]) for r in answer["rights"] if r["right"] not in sign_in_rows}
 
 
 def until_callback(session: requests.Session, sso: SSO, login: str) -> str:
@@ -299,6 +300,19 @@ def test_logout_clears_the_session_and_ends_the_provider_session(sso):
     assert oidc.SESSION_COOKIE not in session.cookies
     assert api(session, sso, "GET", "/api/2.0/mlflow/users/current").status_code == 401
     assert session.get(sso.url + "/", timeout=TIMEOUT, allow_redirects=False).status_code == 302
+
+
+def test_a_copied_session_cookie_is_dead_after_logout(sso):
+    # Someone who copied the cookie (a shared machine, a leaked proxy log) keeps nothing once the person
+    # signs out; a session of the same person in another browser is not ended by it.
+    session = signed_in(sso, "alice")
+    other_browser = signed_in(sso, "alice")
+    copied = session.cookies.get(oidc.SESSION_COOKIE)
+    session.get(sso.url + oidc.LOGOUT_PATH, timeout=TIMEOUT, allow_redirects=False)
+    thief = browser()
+    thief.cookies.set(oidc.SESSION_COOKIE, copied)
+    assert api(thief, sso, "GET", "/api/2.0/mlflow/users/current").status_code == 401
+    assert api(other_browser, sso, "GET", "/api/2.0/mlflow/users/current").status_code == 200
 
 
 def test_a_local_account_of_the_same_name_is_not_taken_over(sso):
