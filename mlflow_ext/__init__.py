@@ -17,7 +17,7 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
   versioned indexes on MLflow's tables), ``registry_store`` (the PostgreSQL registry store, through
   ``mlflow.model_registry_store``);
 - the foundation: ``settings``, ``errors``, ``pglock``, ``migrations`` (versioned schemas of our own
-  tables), ``mlflow_internals``.
+  tables), ``mlflow_internals``, ``progress`` (progress of long work on stderr).
 """
 
 from mlflow_ext.data import log_data

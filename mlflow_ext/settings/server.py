@@ -124,8 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLFLOW_EXT_FAST_TRACKING_STORE",
-        "PostgreSQL tracking store that writes log_batch, log_metric, log_param and set_tag in one or two "
-        "round trips (same rows and errors as MLflow's store); false: MLflow's SqlAlchemyStore.",
+        "PostgreSQL tracking and registry stores that write log_batch, log_metric, log_param and set_tag in "
+        "one or two round trips and read search_runs, get_run, search_registered_models and alias lookups in "
+        "a few plain statements (same rows, answers and errors as MLflow's stores); false: MLflow's own.",
         "true",
         parse=boolean,
         default="true",
