@@ -102,7 +102,7 @@ def create_app() -> Any:
     )
     # Single sign-on for people (off without MLFLOW_EXT_OIDC_ISSUER): its routes answer first.
     try:
-        oidc.install(flask_app, settings, users, ext, authn.state().audit)
+        sso = oidc.install(flask_app, settings, users, ext, authn.state().audit)
     except ValueError as exc:
         raise MlflowException(str(exc), INVALID_STATE) from None
     policy.install(flask_app)
@@ -111,8 +111,9 @@ def create_app() -> Any:
     asgi.install(served, flask_app)
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
-    # Stock features the platform does not configure (assistant, demo data, MCP registry): 404 when off.
-    ui_features.install(served, os.environ)
+    # Stock features the platform does not configure (assistant, demo data, MCP registry): 404 when off;
+    # with single sign-on, the UI gets a "Sign out" link.
+    ui_features.install(served, os.environ, sign_out=oidc.LOGOUT_PATH if sso else None)
     # The guard's decoded body is Flask's request JSON; well-formed log-batch bodies skip protobuf.
     log_batch.install(flask_app)
     # Outermost, before authentication and the Host check: monitors need no credentials to ask.

@@ -100,9 +100,21 @@ SCRIPT = """(function () {
   "use strict";
   var storage = %(storage)s;
   var hidden = %(hidden)s;
+  var signOut = %(sign_out)s;
   try {
     Object.keys(storage).forEach(function (key) { window.localStorage.setItem(key, storage[key]); });
   } catch (error) {}
+  if (signOut) {
+    document.addEventListener("DOMContentLoaded", function () {
+      var link = document.createElement("a");
+      link.id = "mlflow-ext-sign-out";
+      link.href = signOut;
+      link.textContent = "Sign out";
+      [["position", "fixed"], ["bottom", "12px"], ["left", "16px"], ["z-index", "1000"],
+       ["font-size", "13px"]].forEach(function (p) { link.style.setProperty(p[0], p[1]); });
+      document.body.appendChild(link);
+    });
+  }
   if (!hidden.length) { return; }
   function sweep() {
     hidden.forEach(function (rule) {
@@ -124,8 +136,9 @@ def telemetry_off(features: UiFeatures, environ: Mapping[str, str]) -> bool:
     return features.telemetry_disabled or environ.get("DO_NOT_TRACK", "").lower() == "true"
 
 
-def script(features: UiFeatures, telemetry_is_off: bool) -> bytes:
-    """The UI script for these settings: local storage entries to set, then selectors to keep hidden."""
+def script(features: UiFeatures, telemetry_is_off: bool, sign_out: str | None = None) -> bytes:
+    """The UI script for these settings: local storage entries to set, selectors to keep hidden, and with
+    single sign-on a "Sign out" link to ``sign_out`` (MLflow's UI has no place for one)."""
     storage: dict[str, str] = {}
     if telemetry_is_off:
         storage |= TELEMETRY_STORAGE
@@ -138,7 +151,8 @@ def script(features: UiFeatures, telemetry_is_off: bool) -> bytes:
         "assistant": not features.assistant,
     }
     rules = [list(rule) for name, rules in HIDDEN.items() if off[name] for rule in rules]
-    return (SCRIPT % {"storage": json.dumps(storage), "hidden": json.dumps(rules)}).encode()
+    values = {"storage": json.dumps(storage), "hidden": json.dumps(rules), "sign_out": json.dumps(sign_out)}
+    return (SCRIPT % values).encode()
 
 
 def inject(html: bytes, script_url: str) -> bytes:
@@ -233,7 +247,7 @@ class UiFeaturesFront:
         await self.app(scope, receive, buffered)
 
 
-def install(served: Any, environ: Mapping[str, str]) -> dict[str, str]:
+def install(served: Any, environ: Mapping[str, str], sign_out: str | None = None) -> dict[str, str]:
     """Refuse the routes of the features that are off and serve the UI script; the refused prefixes."""
     features = load(environ)
     static_prefix = environ.get(STATIC_PREFIX_ENV, "")
@@ -241,7 +255,7 @@ def install(served: Any, environ: Mapping[str, str]) -> dict[str, str]:
     served.add_middleware(
         UiFeaturesFront,
         refused=refused,
-        script=script(features, telemetry_off(features, environ)),
+        script=script(features, telemetry_off(features, environ), sign_out),
         static_prefix=static_prefix,
     )
     return refused

@@ -65,3 +65,8 @@ def test_the_tag_goes_first_in_the_head():
     injected = ui_features.inject(html, "mlflow-ext/ui-features.js")
     assert injected.index(b"mlflow-ext/ui-features.js") < injected.index(b"static-files/main.js")
     assert ui_features.inject(b"no head", "x.js") == b"no head"
+
+
+def test_a_sign_out_link_only_with_single_sign_on():
+    assert b"var signOut = null;" in ui_features.script(ALL_OFF, True)
+    assert b'var signOut = "/auth/logout";' in ui_features.script(ALL_OFF, True, "/auth/logout")
