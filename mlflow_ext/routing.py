@@ -3,7 +3,7 @@
 ```yaml
 routes:
   - model: "iris-*"              # fnmatch on the registered model name
-    alias: "champion"            # fnmatch on the alias (alias events), or:
+    alias: "production"          # fnmatch on the alias (alias events), or:
     # event: model_version.created | model_version_tag.set (the latter with `tag: <key pattern>`)
     pipeline: iris-classifier-release
     variables: {DEPLOY_TARGET: local}

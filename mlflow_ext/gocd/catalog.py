@@ -18,7 +18,7 @@ Format (documented with an example in gocd/README.md)::
         deploy: {target: local, port: 5201}    # deploy target and port (port optional)
         aliases:                               # one release pipeline per alias
           staging: {}
-          champion: {production: true, deploy: {port: 5202}, variables: {DEPLOY_TIER: prod}}
+          production: {production: true, deploy: {port: 5202}, variables: {DEPLOY_TIER: prod}}
         variables: {}                          # route variables for every alias (the bridge passes them)
         environment: {}                        # variables declared on every pipeline of the model
         approval: {roles: [release-managers]}  # who may approve a production deploy (default: anyone)

@@ -5,11 +5,11 @@ iris-classifier with scikit-learn, fasttext-classifier a fastText pyfunc, spark-
 pipeline), sharing one platform, fake GoCD, bridge and checkout:
 
 1. `mlflow-ext gocd generate` turns gocd/examples/catalog.yaml (pointed at a git checkout of the example
-   projects, the test platform and a free port per champion deployment) into YAML config-repo pipelines and
+   projects, the test platform and a free port per production deployment) into YAML config-repo pipelines and
    the bridge's routing file.
 2. The build pipeline's `exec` tasks run in order in the checkout with the GO_* variables a GoCD agent sets:
    train (the example's entry point), register, evaluate.
-3. `mlflow-ext promote` moves @champion to the new version; the MLflow server's webhook reaches
+3. `mlflow-ext promote` moves @production to the new version; the MLflow server's webhook reaches
    `mlflow-ext bridge serve` (a real subprocess), which schedules the release pipeline on the fake GoCD.
 4. The release pipeline's tasks run with the variables the fake recorded for that schedule, honouring
    `run_if` and approving the production deploy gate through GoCD's API: verify-data, evaluate, deploy (a
@@ -27,7 +27,6 @@ stage processes, and each project's deployment is removed once its tests are don
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -42,17 +41,24 @@ import requests
 import yaml
 
 from mlflow_ext.clients.gocd import GoCDClient
+from tests.support import gocd_agent
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.fake_gocd import FakeGoCD
 from tests.support.gitrepo import git
-from tests.support.services import VENV_BIN, Platform, free_ports, running_platform
+from tests.support.gocd_agent import (
+    CATALOG,
+    Agent,
+    TaskRun,
+    describe,
+    executed,
+    make_checkout,
+    seconds_per_stage,
+)
+from tests.support.services import Platform, free_ports, running_platform
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-CATALOG = REPO / "gocd" / "examples" / "catalog.yaml"
 TOKEN = "gocd-token-for-the-agent-play-0123"
-GO_SERVER_URL = "https://gocd.example.com/go"
 # Spark in the stage processes (evaluate and smoke-test load the model through pyfunc): bounded, no web UI,
 # nothing listening beyond the loopback interface.
 SPARK_UI_PORT = 4040  # Spark's default
@@ -80,11 +86,11 @@ class Project:
 
     @property
     def release(self) -> str:
-        return f"{self.model}-release-champion"
+        return f"{self.model}-release-production"
 
     @property
     def deployment(self) -> str:
-        return f"{self.model}-champion"
+        return f"{self.model}-production"
 
 
 PROJECTS = [
@@ -119,121 +125,6 @@ PROJECTS = [
 
 
 @dataclass
-class TaskRun:
-    stage: str
-    job: str
-    argv: list[str]
-    run_if: str
-    returncode: int | None  # None: skipped because of run_if
-    stdout: str = ""
-    stderr: str = ""
-    seconds: float = 0.0
-
-
-class Agent:
-    """Runs a pipeline's stages, jobs and exec tasks in order, the way a GoCD agent does."""
-
-    def __init__(self, checkout: Path, base_env: dict[str, str], gocd: GoCDClient) -> None:
-        self.checkout, self.base_env, self.gocd = checkout, base_env, gocd
-
-    def job_env(self, pipeline: str, counter: int, stage: str, job: str, variables: dict[str, str]) -> dict:
-        revision = git(self.checkout, "rev-parse", "HEAD").strip()
-        return {
-            **self.base_env,
-            **variables,
-            "GO_SERVER_URL": GO_SERVER_URL,
-            "GO_PIPELINE_NAME": pipeline,
-            "GO_PIPELINE_COUNTER": str(counter),
-            "GO_PIPELINE_LABEL": str(counter),
-            "GO_STAGE_NAME": stage,
-            "GO_STAGE_COUNTER": "1",
-            "GO_JOB_NAME": job,
-            "GO_TRIGGER_USER": GOCD_USER,
-            "GO_REVISION": revision,
-            "GO_REVISION_CODE": revision,
-        }
-
-    def run(
-        self, name: str, pipeline: dict[str, Any], counter: int, scheduled: dict[str, str] | None = None
-    ) -> list[TaskRun]:
-        """Every stage in order until one fails; manual gates after the first stage are approved through
-        GoCD's API first (a schedule itself starts the first stage)."""
-        variables = {key: str(value) for key, value in (pipeline.get("environment_variables") or {}).items()}
-        variables.update(scheduled or {})
-        runs: list[TaskRun] = []
-        for index, entry in enumerate(pipeline["stages"]):
-            ((stage, definition),) = entry.items()
-            if index > 0 and (definition.get("approval") or {}).get("type") == "manual":
-                self.gocd.run_stage(name, counter, stage)
-            stage_failed = False
-            for job, job_definition in definition["jobs"].items():
-                env = self.job_env(name, counter, stage, job, variables)
-                job_failed = False
-                for task in job_definition["tasks"]:
-                    spec = task["exec"]
-                    run_if = spec.get("run_if", "passed")
-                    argv = [spec["command"], *spec.get("arguments", [])]
-                    if (run_if == "passed" and job_failed) or (run_if == "failed" and not job_failed):
-                        runs.append(TaskRun(stage, job, argv, run_if, None))
-                        continue
-                    started = time.monotonic()
-                    result = subprocess.run(
-                        argv,
-                        cwd=self.checkout / spec.get("working_directory", "."),
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=900,
-                        check=False,
-                    )
-                    runs.append(
-                        TaskRun(
-                            stage,
-                            job,
-                            argv,
-                            run_if,
-                            result.returncode,
-                            result.stdout,
-                            result.stderr,
-                            round(time.monotonic() - started, 1),
-                        )
-                    )
-                    job_failed = job_failed or result.returncode != 0
-                stage_failed = stage_failed or job_failed
-            if stage_failed:
-                break
-        return runs
-
-
-def describe(runs: list[TaskRun]) -> str:
-    lines = []
-    for run in runs:
-        state = "skipped" if run.returncode is None else f"exit {run.returncode}"
-        lines.append(f"[{run.stage}] {' '.join(run.argv)} ({run.run_if}): {state}")
-        if run.returncode:
-            lines.append(run.stderr[-2000:])
-    return "\n".join(lines)
-
-
-def executed(runs: list[TaskRun]) -> list[tuple[str, str, int | None]]:
-    """(stage, subcommand, exit code) of the tasks that ran."""
-    return [
-        (run.stage, run.argv[1] if run.argv[0] == "mlflow-ext" else "entry point", run.returncode)
-        for run in runs
-        if run.returncode is not None
-    ]
-
-
-def seconds_per_stage(runs: list[TaskRun]) -> dict[str, float]:
-    """Seconds per stage of the tasks that ran, in stage order."""
-    found: dict[str, float] = {}
-    for run in runs:
-        if run.returncode is not None:
-            found[run.stage] = round(found.get(run.stage, 0.0) + run.seconds, 1)
-    return found
-
-
-@dataclass
 class World:
     platform: Platform
     gocd: FakeGoCD
@@ -241,7 +132,7 @@ class World:
     agent: Agent
     checkout: Path
     pipelines: dict[str, Any]
-    ports: dict[str, int]  # champion deployment's port per model
+    ports: dict[str, int]  # production deployment's port per model
     client: Any
     timings: dict[str, dict[str, float]]  # model -> "<pipeline part>/<stage>" -> seconds
 
@@ -265,23 +156,6 @@ def timing_table(timings: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def make_checkout(path: Path) -> Path:
-    """A git repository holding the example projects at their places in the platform repository."""
-    for project in PROJECTS:
-        shutil.copytree(
-            REPO / project.example,
-            path / project.example,
-            ignore=shutil.ignore_patterns("mlruns", "__pycache__", "*.db", "spark-warehouse", "metastore_db"),
-        )
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.email", "ci@example.com")
-    git(path, "config", "user.name", "CI")
-    git(path, "remote", "add", "origin", "https://git.example.com/ml/mlflow-platform.git")
-    git(path, "add", ".")
-    git(path, "commit", "-q", "-m", "example model projects")
-    return path
-
-
 def generate(workdir: Path, tracking_uri: str, ports: dict[str, int]) -> tuple[dict[str, Any], str]:
     """The example catalog, pointed at this test's platform and ports, through `mlflow-ext gocd generate`."""
     catalog = yaml.safe_load(CATALOG.read_text())
@@ -290,44 +164,14 @@ def generate(workdir: Path, tracking_uri: str, ports: dict[str, int]) -> tuple[d
         "a catalog model without a project here"
     )
     for entry in catalog["models"]:
-        entry["aliases"]["champion"]["deploy"] = {"port": ports[entry["name"]]}
-    path = workdir / "catalog.yaml"
-    path.write_text(yaml.safe_dump(catalog, sort_keys=False))
-    out, routes = workdir / "pipelines", workdir / "routes.yaml"
-    result = subprocess.run(
-        [
-            str(VENV_BIN / "mlflow-ext"),
-            "gocd",
-            "generate",
-            "--catalog",
-            str(path),
-            "--out",
-            str(out),
-            "--routes",
-            str(routes),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    check = subprocess.run(
-        [str(VENV_BIN / "mlflow-ext"), "gocd", "validate", str(out), "--routes", str(routes)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
-    pipelines: dict[str, Any] = {}
-    for file in sorted(out.glob("*.gocd.yaml")):
-        pipelines.update(yaml.safe_load(file.read_text())["pipelines"])
-    return pipelines, routes.read_text()
+        entry["aliases"]["production"]["deploy"] = {"port": ports[entry["name"]]}
+    return gocd_agent.generate(workdir, catalog)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("agentplay")
-    checkout = make_checkout(workdir / "checkout")
+    checkout = make_checkout(workdir / "checkout", [project.example for project in PROJECTS])
     ports = dict(zip([project.model for project in PROJECTS], free_ports(len(PROJECTS)), strict=True))
     timings: dict[str, dict[str, float]] = {}
     started = time.monotonic()
@@ -352,21 +196,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ).prepare()
         bridge.start()
         time.sleep(2)  # MLflow's per-worker webhook cache (TTL 1 s) forgets the empty list
-        agent_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GO_", "AWS_"))}
-        agent_env |= {
-            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-            # The agent's own MLflow account; the pipelines carry only the tracking URI.
-            "MLFLOW_TRACKING_USERNAME": platform.admin_username,
-            "MLFLOW_TRACKING_PASSWORD": platform.admin_password,
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "MLFLOW_EXT_DEPLOY_ROOT": str(workdir / "deployments"),
-            "MLFLOW_EXT_DEPLOY_MODE": "process",
-            "HOME": str(workdir),
-            # A GoCD agent keeps its pip cache between jobs: the deploy stage's venvs install from the
-            # machine's (pyspark alone is a 400 MB wheel built from its sdist).
-            "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
-            **SPARK_ENV,
-        }
+        agent_env = (
+            gocd_agent.agent_env(
+                workdir,
+                {
+                    # The agent's own MLflow account; the pipelines carry only the tracking URI.
+                    "MLFLOW_TRACKING_USERNAME": platform.admin_username,
+                    "MLFLOW_TRACKING_PASSWORD": platform.admin_password,
+                },
+            )
+            | SPARK_ENV
+        )
         from mlflow import MlflowClient
 
         from tests.support.environ import patched_environ
@@ -394,13 +234,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def remove_deployment(env: dict[str, str], project: Project) -> None:
-    subprocess.run(
-        [str(VENV_BIN / "mlflow-ext"), "deploy", "--name", project.deployment, "--remove"],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    gocd_agent.remove_deployment(env, project.deployment)
 
 
 @pytest.fixture(scope="module", params=PROJECTS, ids=[project.model for project in PROJECTS])
@@ -445,7 +279,7 @@ def scheduled(world: World, project: Project, built: list[TaskRun]):
             model,
             "1",
             "--to",
-            "champion",
+            "production",
             "--reason",
             "first model",
             "--output",
@@ -470,7 +304,7 @@ def test_the_bridge_schedules_the_release_with_every_variable(world, project, sc
     assert scheduled.variables == {
         "MLFLOW_MODEL_NAME": model,
         "MLFLOW_MODEL_VERSION": "1",
-        "MLFLOW_MODEL_ALIAS": "champion",
+        "MLFLOW_MODEL_ALIAS": "production",
         "MLFLOW_RUN_ID": version.run_id,
         "MLFLOW_MODEL_URI": f"models:/{model}/1",
         "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
@@ -507,7 +341,7 @@ def test_the_release_pipeline_deploys_and_reports(world, project, scheduled, rel
     tags = world.client.get_model_version(model, "1").tags
     assert tags["deploy.status"] == "deployed"
     assert tags["deploy.pipeline"] == release and tags["deploy.counter"] == str(scheduled.counter)
-    assert tags["deploy.name"] == f"{model}-champion" and tags["deploy.target"] == "local"
+    assert tags["deploy.name"] == f"{model}-production" and tags["deploy.target"] == "local"
     assert tags["deploy.endpoint"] == f"http://127.0.0.1:{world.ports[model]}"
     assert tags["evaluation.status"] == "passed"
 
@@ -533,7 +367,7 @@ def test_a_release_on_test_data_of_another_schema_stops_at_verify_data_and_says_
     variables = {
         "MLFLOW_MODEL_NAME": model,
         "MLFLOW_MODEL_VERSION": "1",
-        "MLFLOW_MODEL_ALIAS": "champion",
+        "MLFLOW_MODEL_ALIAS": "production",
         "MLFLOW_RUN_ID": "",
         "MLFLOW_MODEL_URI": f"models:/{model}/1",
         "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
