@@ -1,4 +1,5 @@
-"""The gocd service account: a token in a root-only file, accepted through the proxy, with no create right."""
+"""The gocd service account: a token in a root-only file, accepted through the proxy, with the create right
+the generated pipelines need (mlflow_server_gocd_rights) and no admin rights."""
 
 from __future__ import annotations
 
@@ -47,12 +48,17 @@ def test_token_may_search(gocd_token):
     assert isinstance(answer.get("experiments", []), list)
 
 
-def test_token_may_not_create_without_the_right(gocd_token):
-    """Creating experiments is a right nobody holds by default (docs/auth.md)."""
-    name = f"infra-denied-{secrets.token_hex(4)}"
-    status, _ = platform_call(
+def test_token_may_create_experiments_and_nothing_admin(gocd_token):
+    """The role grants gocd create_experiment (its pipelines' train stage creates the experiment); listing
+    users stays admin-only (docs/auth.md)."""
+    name = f"infra-gocd-{secrets.token_hex(4)}"
+    status, answer = platform_call(
         "POST", "/api/2.0/mlflow/experiments/create", f"Bearer {gocd_token}", {"name": name}
     )
+    assert status == 200, answer
+    status, _ = platform_call("POST", "/api/2.0/mlflow/experiments/delete", f"Bearer {gocd_token}", answer)
+    assert status == 200
+    status, _ = platform_call("GET", "/api/2.0/mlflow/users/list", f"Bearer {gocd_token}")
     assert status == 403
 
 
