@@ -5,8 +5,9 @@
 ``ensure-service-account`` is for provisioning: it works on the auth database named by the server's env
 file, idempotently, and writes the token only to a file.
 
-The module imports neither MLflow nor the auth server's code (``ensure-service-account``'s loads when it
-runs): like every command, these check the server first and fail within a second when it is not there.
+The module imports neither MLflow nor Flask (only the auth database's tables, for
+``ensure-service-account``): like every command, these check the server first and fail within a second
+when it is not there.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 
 import click
 
+from mlflow_ext import server as entrypoint
 from mlflow_ext import settings
 from mlflow_ext.auth import paths
 from mlflow_ext.auth.paths import RIGHTS
+from mlflow_ext.auth.provision import ensure_service_account as ensure
 from mlflow_ext.auth.tokens import parse_duration
 from mlflow_ext.commands.options import (
     admin_client,
@@ -169,9 +172,6 @@ def ensure_service_account(
     output: str,
 ) -> None:
     """Provisioning: create the service account and its token if needed (idempotent, prints `changed`)."""
-    from mlflow_ext import server as entrypoint
-    from mlflow_ext.auth.provision import ensure_service_account as ensure
-
     values = entrypoint.resolve(settings.apply_env_file(env_file))
     report = ensure(
         values, username, token_name, token_file, expires_in, rights, dry_run, promote_models=promote_models

@@ -7,8 +7,8 @@ Credentials: ``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME`` and ``ML
 missing ones are prompted for. New passwords come from ``MLFLOW_EXT_NEW_PASSWORD`` or a prompt, never
 from a flag. Every changing command has ``--dry-run``; every command has ``--output json``.
 
-The module imports neither MLflow nor the auth server's code (``unlock``'s database code loads when it runs):
-like every command, these check the server first and fail within a second when it is not there.
+The module imports neither MLflow nor Flask (only the auth database's tables, for ``unlock``): like every
+command, these check the server first and fail within a second when it is not there.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import click
 
 from mlflow_ext import settings
 from mlflow_ext.auth import paths
+from mlflow_ext.auth import unlock as offline
 from mlflow_ext.auth.paths import PERMISSIONS_API, RIGHTS, USERS_API
 from mlflow_ext.commands.options import (
     admin_client,
@@ -77,9 +78,7 @@ def create_user(
         return
     client = admin_client(tracking_uri)
     if service_account:
-        client.call(
-            "POST", paths.SERVICE_ACCOUNTS_CREATE, {"username": username, "description": description}
-        )
+        client.call("POST", paths.SERVICE_ACCOUNTS_CREATE, {"username": username, "description": description})
     else:
         client.call(
             "POST", f"{USERS_API}/create", {"username": username, "password": _new_password(username)}
@@ -189,7 +188,6 @@ def unlock(
     """
     if sum((username is not None, address is not None, everything)) != 1:
         raise click.UsageError("give exactly one of USERNAME, --address or --all")
-    from mlflow_ext.auth import unlock as offline
 
     values = settings.load(settings.apply_env_file(env_file))
     report = offline.unlock(values, username, address, everything, dry_run)
