@@ -20,7 +20,8 @@ The same condition has the same code in every command; docs/cli.md shows the tab
 | 8 | NotFound, LineageNotFound, PromotionNotFound, StageNotFound | not found |
 | 9 | ServerUnreachable | server unreachable |
 | 10 | Conflict | conflict |
-| 11 | AccessDenied, SignInRefused (a single sign-on refused; the server's login pages only) | access denied |
+| 11 | AccessDenied, PromotionDenied, SignInRefused (a single sign-on refused; the server's login | access |
+|   | pages only) | denied |
 | 12 | MigrationError | migration failed |
 
 An MLflow error the library did not translate exits by its error code (``ExitCode.for_mlflow_error``).
@@ -216,6 +217,11 @@ class PromotionError(MlflowExtError):
 
 class PromotionNotFound(NotFound, PromotionError):
     """The model, version or alias to move does not exist."""
+
+
+class PromotionDenied(AccessDenied, PromotionError):
+    """The server refused the caller the change: no permission on the model, or no promote right on its
+    protected alias."""
 
 
 # --- auth ---------------------------------------------------------------------------------------------

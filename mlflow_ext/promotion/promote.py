@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlflow_ext.errors import PromotionError, PromotionNotFound, PromotionRejected
+from mlflow_ext.errors import PromotionDenied, PromotionError, PromotionNotFound, PromotionRejected
 from mlflow_ext.lineage import (
     DEPLOY_ALIAS,
     DEPLOY_AT,
@@ -196,7 +196,7 @@ def _move(
         _write_tags(client, model, version, before, tags)
     except MlflowException as exc:
         _restore(client, model, version, before)
-        raise PromotionError(f"cannot tag {model!r} version {version}: {_message(exc)}") from None
+        raise _refused(f"cannot tag {model!r} version {version}: {_message(exc)}", exc) from None
     try:
         client.set_registered_model_alias(model, alias, version)
     except MlflowException as exc:
@@ -206,9 +206,16 @@ def _move(
             outcome.changed, outcome.refused = False, True
             outcome.message = f"the server refused: {text}"
             raise PromotionRejected(outcome.message, outcome) from None
-        raise PromotionError(f"cannot move @{alias} of {model!r} to version {version}: {text}") from None
+        raise _refused(f"cannot move @{alias} of {model!r} to version {version}: {text}", exc) from None
     outcome.message = f"@{alias} of {model!r} now points at version {version}"
     return outcome
+
+
+def _refused(message: str, exc: Any) -> PromotionError:
+    """The error of a change the server refused: denied (exit 11) when it refused the caller."""
+    if getattr(exc, "error_code", None) in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+        return PromotionDenied(message)
+    return PromotionError(message)
 
 
 def _restore(client: Any, model: str, version: str, before: Mapping[str, str]) -> None:

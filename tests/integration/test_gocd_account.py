@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlflow_ext.errors import ExitCode
 from tests.support import gocd_agent
 from tests.support.environ import patched_environ
 from tests.support.gocd_agent import CATALOG, REPO, Agent, describe, executed
@@ -258,6 +259,6 @@ def test_gocd_may_not_move_production_of_a_model_outside_its_list(world, built):
     assert admin.returncode == 0, admin.stderr
     assert promote(world, world.gocd, other, "1", "staging").returncode == 0
     refused = promote(world, world.gocd, other, "1", "production")
-    assert refused.returncode != 0, refused.stderr
+    assert refused.returncode == ExitCode.DENIED, refused.stderr
     assert "promote right" in refused.stderr, refused.stderr
     assert client.get_registered_model(other).aliases == {"staging": "1"}
