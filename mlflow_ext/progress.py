@@ -194,17 +194,6 @@ def _columns() -> int:
     return max(20, columns) if columns else 80  # a pseudo-terminal may not know its width
 
 
-def task(
-    label: str,
-    total: int | None = None,
-    unit: str = "",
-    *,
-    stream: TextIO | None = None,
-    delay: float | None = None,
-    interval: float | None = None,
-    tick: float | None = None,
-    plain: bool = False,
-) -> Task:
-    """A new ``Task``; use it as a context manager so that it always ends its line (and stops its thread).
-    ``plain``: whole lines even on a terminal, for work that prints lines of its own meanwhile."""
-    return Task(label, total, unit, stream=stream, delay=delay, interval=interval, tick=tick, plain=plain)
+# A new ``Task``; use it as a context manager so that it always ends its line (and stops its thread).
+# ``plain``: whole lines even on a terminal, for work that prints lines of its own meanwhile.
+task = Task

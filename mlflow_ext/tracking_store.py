@@ -134,17 +134,7 @@ WHERE r.run_uuid = %(run)s
 """
 
 # The read paths: the runs columns MLflow's ``SqlRun.to_mlflow_entity`` reads, in ``_run_entity``'s order.
-_RUN_COLUMNS = (
-    "run_uuid",
-    "name",
-    "experiment_id",
-    "user_id",
-    "status",
-    "start_time",
-    "end_time",
-    "lifecycle_stage",
-    "artifact_uri",
-)
+_RUN_COLUMNS = mlflow_internals.RUN_MODEL.attributes
 # The latest metrics, params and tags of a page of runs, in one statement: (kind, run_uuid, key, text value,
 # value, timestamp, step, is_nan), kind "m", "p" or "t".
 _RUN_CHILDREN = """
