@@ -15,7 +15,8 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
   ``clients`` (GoCD's and the auth app's REST APIs), ``tracking_store`` (the PostgreSQL tracking store
   the server uses, through MLflow's ``mlflow.tracking_store`` entry point), ``tracking_migrations`` (its
   versioned indexes on MLflow's tables), ``registry_store`` (the PostgreSQL registry store, through
-  ``mlflow.model_registry_store``);
+  ``mlflow.model_registry_store``), ``rest_store`` (the clients' store for http(s) tracking URIs,
+  through ``mlflow.tracking_store``);
 - the foundation: ``settings``, ``errors``, ``pglock``, ``migrations`` (versioned schemas of our own
   tables), ``mlflow_internals``, ``progress`` (progress of long work on stderr).
 """

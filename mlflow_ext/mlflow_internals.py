@@ -511,6 +511,27 @@ READ_REPLICA_ENV_VAR = Internal(
     value="_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE",
 )
 
+# --- the client's REST store (mlflow_ext.rest_store) ---
+_REST_STORE = "mlflow.store.tracking.rest_store"
+_CLIENT_REST_STORE = "mlflow_ext.rest_store"
+# How MLflow's client sends a request body it has built (``log_batch`` hands its body to it as MLflow's does).
+REST_CALL_ENDPOINT = Internal(
+    _REST_STORE, "RestStore._call_endpoint", _CLIENT_REST_STORE, params=("self", "api", "json_body")
+)
+# The one method the client's store replaces: its signature must stay MLflow's.
+REST_LOG_BATCH = Internal(
+    _REST_STORE,
+    "RestStore.log_batch",
+    _CLIENT_REST_STORE,
+    params=("self", "run_id", "metrics", "params", "tags"),
+    overridden_by="mlflow_ext.rest_store:FastRestStore",
+)
+# MLflow's builder for http and https tracking URIs, which the store's builder replaces and, turned off,
+# calls; the store is built as it builds RestStore (``get_default_host_creds`` bound to the URI).
+GET_REST_STORE = Internal(
+    "mlflow.tracking._tracking_service.utils", "_get_rest_store", _CLIENT_REST_STORE, params=("store_uri",)
+)
+
 INTERNALS: tuple[Internal, ...] = (
     LATEST_SCHEMA_REVISION,
     IS_EMPTY_DATABASE,
@@ -582,6 +603,9 @@ INTERNALS: tuple[Internal, ...] = (
     *REGISTRY_COLUMNS,
     SERVER_ARTIFACT_ROOT_ENV_VAR,
     READ_REPLICA_ENV_VAR,
+    REST_CALL_ENDPOINT,
+    REST_LOG_BATCH,
+    GET_REST_STORE,
 )
 
 
@@ -1091,3 +1115,16 @@ def server_artifact_root_env_var() -> str:
 def read_replica_env_var() -> str:
     """The variable in which ``mlflow server`` hands the read replica's URI to the stores it builds."""
     return str(resolve(READ_REPLICA_ENV_VAR))
+
+
+# --- the client's REST store ---
+
+
+def call_rest_endpoint(store: Any, api: Any, json_body: str) -> Any:
+    """Send ``json_body`` as the request of ``api`` through MLflow's REST store ``store``."""
+    return _call_method(REST_CALL_ENDPOINT, store, api, json_body)
+
+
+def mlflow_rest_store(store_uri: str) -> Any:
+    """MLflow's own tracking store for an http(s) URI, built by MLflow's builder."""
+    return _call(GET_REST_STORE, store_uri)

@@ -34,6 +34,17 @@ SETTINGS: tuple[Setting, ...] = (
         default="false",
         scope="client",
     ),
+    Setting(
+        "MLFLOW_EXT_FAST_CLIENT",
+        "http(s) tracking URIs get MLflow's REST store with a log_batch that builds its request body "
+        "straight from the entities (the same JSON as MLflow's protobuf conversion, for a fraction of the "
+        "CPU); "
+        "false: MLflow's own store (mlflow_ext.rest_store).",
+        "true",
+        parse=boolean,
+        default="true",
+        scope="client",
+    ),
     # --- client: lineage tags on every run (mlflow_ext.run_context, docs/run-tags.md) ---
     Setting(
         "MLFLOW_EXT_RUN_TAGS",

@@ -8,6 +8,11 @@ secrets directory. If it is not provisioned, the bench starts the platform's pro
 - a careful vanilla: `mlflow server` with `uvicorn[standard]` (httptools, uvloop) and psycopg2, as many
   workers as the platform, on the platform's own PostgreSQL database: what a careful user runs instead;
 - raw `COPY` of the same metric rows into the same database, four client processes: the physical limit.
+
+Every target is driven by the same client: MLflow's, with mlflow_ext installed, so http(s) URIs get the
+client's store (mlflow_ext.rest_store; MLFLOW_EXT_FAST_CLIENT=false in the bench's environment gives
+MLflow's own). The body that store builds for log_batch(1000) is timed here against MLflow's
+``message_to_json`` of the same batch, in one process, side by side.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ CA_FILE = os.environ.get("BENCH_CA_FILE", "/etc/nginx/tls/mlflow-platform.crt")
 LOG_METRIC_CALLS = int(os.environ.get("BENCH_LOG_METRIC_CALLS", "300"))
 BATCHES_PER_CLIENT = int(os.environ.get("BENCH_BATCHES_PER_CLIENT", "10"))
 ARTIFACT_MIB = int(os.environ.get("BENCH_ARTIFACT_MIB", "256"))
+CLIENT_BODY_ROUNDS = int(os.environ.get("BENCH_CLIENT_BODY_ROUNDS", "40"))
 
 
 SERVER_ENV_FILE = Path(os.environ.get("BENCH_SERVER_ENV_FILE", "/etc/mlflow/server.env"))
@@ -341,6 +347,44 @@ def artifact_upload(target: Target, path: Path) -> dict:
     return result
 
 
+def client_body_ms(rounds: int = CLIENT_BODY_ROUNDS) -> dict:
+    """CPU of the client's log_batch(1000) body, in this process, side by side: MLflow's RestStore (entities
+    to protobuf, ``message_to_json``) and the platform's client store (mlflow_ext.rest_store), the same
+    batch, alternating; the median of ``rounds`` each, in ms."""
+    from mlflow.entities import Metric
+    from mlflow.protos.service_pb2 import LogBatch
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    from mlflow_ext.rest_store import log_batch_body
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"m{i % 10}", float(i) + 0.5, now, i) for i in range(1000)]
+    run_id = uuid.uuid4().hex
+
+    def mlflow_body() -> str:
+        protos = [metric.to_proto() for metric in metrics]
+        return message_to_json(LogBatch(metrics=protos, params=[], tags=[], run_id=run_id))
+
+    def platform_body() -> str:
+        body = log_batch_body(run_id, metrics, [], [])
+        assert body is not None, "the bench batch left the client's fast path"
+        return body
+
+    times: dict[str, list[float]] = {"mlflow": [], "platform": []}
+    for _ in range(rounds):
+        for name, build in (("mlflow", mlflow_body), ("platform", platform_body)):
+            started = time.perf_counter()
+            build()
+            times[name].append((time.perf_counter() - started) * 1000)
+    result = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"   log_batch(1000) client body: MLflow's message_to_json {result['mlflow']:.2f} ms, "
+        f"platform client {result['platform']:.2f} ms",
+        flush=True,
+    )
+    return result
+
+
 def _row(measure: str, platform: float, baseline: float, better: str) -> dict:
     ratio = baseline / platform if better == "lower" else platform / baseline
     return {"measure": measure, "platform": platform, "baseline": baseline, "ratio": ratio, "better": better}
@@ -354,7 +398,15 @@ def run(results_dir: Path) -> list[dict]:
     with open(blob, "wb") as handle:
         for _ in range(ARTIFACT_MIB):
             handle.write(os.urandom(2**20))
-    rows: list[dict] = []
+    body = client_body_ms()
+    rows: list[dict] = [
+        _row(
+            "log_batch(1000) client CPU to build the body (ms), platform client vs MLflow's message_to_json",
+            body["platform"],
+            body["mlflow"],
+            "lower",
+        )
+    ]
     try:
         with platform_target() as platform:
             note = platform.label

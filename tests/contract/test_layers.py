@@ -32,6 +32,7 @@ SHARED = (
     "tracking_store",
     "tracking_migrations",
     "registry_store",
+    "rest_store",
 )
 FEATURES = ("auth", "promotion", "bridge", "gocd", "stages")
 ENTRY_POINTS = ("cli", "commands", "server")

@@ -44,7 +44,8 @@ with mlflow.start_run(run_name="fit") as run:
     mlflow_ext.log_data(data, name="test", role="test")
     mlflow.log_params({"C": 0.5})
     mlflow.log_metric("accuracy", 0.93)
-print("RESULT=" + json.dumps({"run_id": run.info.run_id, "server": sorted(
+store = type(mlflow.MlflowClient()._tracking_client.store).__name__
+print("RESULT=" + json.dumps({"run_id": run.info.run_id, "store": store, "server": sorted(
     m for m in sys.modules if m.split(".")[0] in ("flask", "sqlalchemy") or m.startswith("mlflow.server"))}))
 """
 
@@ -102,6 +103,13 @@ def test_the_client_installs_without_server_packages(client_bin):
     help_text = subprocess.run([str(client_bin / "mlflow-ext"), "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "promote" in help_text.stdout
     assert subprocess.run([python, "-c", "import mlflow_ext.run_context"], check=False).returncode == 0
+    # http(s) tracking URIs get the client's REST store (mlflow_ext.rest_store) through its entry point.
+    store = subprocess.run(
+        [python, "-c", "from mlflow.tracking import MlflowClient; "
+         "print(type(MlflowClient(tracking_uri='http://127.0.0.1:1')._tracking_client.store).__name__)"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert store.stdout.strip() == "FastRestStore", store.stderr
     flask = subprocess.run([python, "-c", "import flask"], capture_output=True, check=False)
     assert flask.returncode != 0
     server_only = subprocess.run([str(client_bin / "mlflow-ext"), "tokens", "list"], capture_output=True,
@@ -122,6 +130,7 @@ def test_a_training_script_and_the_client_commands_against_the_platform(client_b
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout.split("RESULT=", 1)[1])
     assert result["server"] == []
+    assert result["store"] == "FastRestStore"  # log_params went through its log_batch
     run_id = result["run_id"]
 
     import mlflow
@@ -133,6 +142,9 @@ def test_a_training_script_and_the_client_commands_against_the_platform(client_b
     assert tags["lineage.code.commit"] == head.stdout.strip()
     assert tags["lineage.data.train.role"] == "training" and tags["lineage.data.test.rows"] == "100"
     assert tags["lineage.data.test.fingerprint"].startswith("sha256:")
+    with patched_environ(platform.client_env()):
+        logged = client.get_run(run_id).data
+    assert logged.params["C"] == "0.5" and logged.metrics["accuracy"] == 0.93
 
     inspected = _cli(client_bin, platform, "inspect", f"runs:/{run_id}", "--output", "json")
     assert inspected.returncode == 0, inspected.stderr
