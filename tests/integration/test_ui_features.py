@@ -181,7 +181,8 @@ UI_TEXTS = {
 # Where each feature shows: the home page has the notice and the demo card; both have the menu and assistant.
 PAGES = {
     "home": ("#/", "Welcome to MLflow", ["telemetry notice", "demo", "assistant", "gateway", "mcp registry"]),
-    "experiments": ("#/experiments", "Default", ["assistant", "gateway", "mcp registry"]),
+    # The list's own header: on a shared platform the Default experiment may be pages away.
+    "experiments": ("#/experiments", "Time created", ["assistant", "gateway", "mcp registry"]),
 }
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "ui"
 
