@@ -3,7 +3,8 @@ and no server package; a training script run there gets its lineage tags from th
 client commands (inspect, promote, report, verify-data) work against it without loading a server module; so
 does the README's example, examples/quickstart.py.
 
-Building the venv takes about a minute (pip, with PIP_FIND_LINKS and its cache).
+The venv is tests/support/client_venv's; tests/infra/test_client_install.py runs the same script against
+the provisioned platform at https://localhost, as a GoCD agent would.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.client_venv import ROOT, TRAIN, client_venv
 from tests.support.environ import patched_environ
 from tests.support.gitrepo import committed_repo
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "quickstart.py"
 SERVER_PACKAGES = {"mlflow", "flask", "sqlalchemy", "alembic", "gunicorn", "psycopg2-binary", "boto3"}
 # Runs `mlflow-ext` and reports on stderr which server modules it loaded.
@@ -32,44 +32,10 @@ _CLI = (
     "file=sys.stderr)); sys.argv[0] = 'mlflow-ext'; from mlflow_ext.cli import run; run()"
 )
 
-TRAIN = """\
-import json, sys
-import mlflow
-import mlflow_ext
-
-data = sys.argv[1]
-mlflow.set_experiment("client-install")
-with mlflow.start_run(run_name="fit") as run:
-    mlflow_ext.log_data(data, name="train", role="training")
-    mlflow_ext.log_data(data, name="test", role="test")
-    mlflow.log_params({"C": 0.5})
-    mlflow.log_metric("accuracy", 0.93)
-store = type(mlflow.MlflowClient()._tracking_client.store).__name__
-print("RESULT=" + json.dumps({"run_id": run.info.run_id, "store": store, "server": sorted(
-    m for m in sys.modules if m.split(".")[0] in ("flask", "sqlalchemy") or m.startswith("mlflow.server"))}))
-"""
-
 
 @pytest.fixture(scope="module")
 def client_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("client")
-    built = subprocess.run(
-        [sys.executable, str(ROOT / "client" / "build.py"), "--out", str(base / "dist")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    wheel = Path(built.stdout.strip().splitlines()[-1])
-    assert wheel.name.startswith("mlflow_platform_client-") and wheel.suffix == ".whl"
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         f"{wheel}[data]"],
-        check=True, timeout=900, capture_output=True,
-    )  # fmt: skip
-    return venv / "bin"
+    return client_venv(tmp_path_factory.mktemp("client"))
 
 
 def _env(platform) -> dict[str, str]:
