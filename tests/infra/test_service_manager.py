@@ -3,8 +3,10 @@
 - An upgrade of systemd does not replace the systemctl replacement (every path dpkg installs systemctl at
   is diverted, /bin/systemctl on merged /usr), and `make down` and `make up` put back one that was replaced.
 - Restart= holds and a unit's processes go together: after a kill -9 of a service's main process the service
-  answers again within RECOVERY_SECONDS, from a new main process, with nothing of the killed process's session
-  left (no orphan holding its port), and systemctl reports it active.
+  answers again (within RECOVERY_BOUND, a bound for a test that must end, not a target), from a new main
+  process, with nothing of the killed process's session left (no orphan holding its port), and systemctl
+  reports it active. How fast is the fault suite's to hold (`make chaos`: its recovery limit, under load);
+  the time is printed here.
 
 Every test leaves the host with the replacement in place and the services running, whatever happens.
 """
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("converged")
 
 REPLACEMENT_MARK = "via systemctl.py"
 PRIMARY = Path("/usr/bin/systemctl")
-RECOVERY_SECONDS = 10.0
+RECOVERY_BOUND = 60.0
 APT_ARCHIVES = Path("/var/cache/apt/archives")
 
 
@@ -243,8 +245,7 @@ def test_kill_9_of_the_main_process_is_recovered(service, capsys):
     killed = time.monotonic()
     state = ""
     try:
-        # Wait past the bound, so that a slow recovery is measured too.
-        while time.monotonic() - killed < 6 * RECOVERY_SECONDS:
+        while time.monotonic() - killed < RECOVERY_BOUND:
             new_main = _main_pid(service.unit)
             leftovers = _session(main)
             holders = _port_holders(service.port)
@@ -264,13 +265,12 @@ def test_kill_9_of_the_main_process_is_recovered(service, capsys):
                 break
             time.sleep(0.2)
         else:
-            pytest.fail(f"{service.unit} not recovered 60 s after a kill -9 of {victim}: {state}")
+            pytest.fail(
+                f"{service.unit} not recovered {RECOVERY_BOUND:.0f} s after a kill -9 of {victim}: {state}"
+            )
         took = time.monotonic() - killed
         with capsys.disabled():
             print(f"\n{service.unit}: kill -9 of {victim} recovered in {took:.1f} s ({state})")
-        assert took <= RECOVERY_SECONDS, (
-            f"{service.unit} recovered in {took:.1f} s, over {RECOVERY_SECONDS:.0f} s"
-        )
     finally:
         if not (service.answers() and _active(service.unit) and not _session(main)):
             _restore(service, old_session)
