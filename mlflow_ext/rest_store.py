@@ -43,8 +43,9 @@ from typing import Any
 
 from mlflow_ext import mlflow_internals, settings
 
+# A LogBatch body's bounds, shared with the server's fast view (mlflow_ext.auth.log_batch): protobuf's int64,
+# and the integers a double holds exactly (larger ones go to MLflow: its conversion decides).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Integers a double holds exactly; larger ones go to MLflow (its conversion decides).
 EXACT_INT = 2**53
 _INF = math.inf
 
@@ -131,15 +132,12 @@ def _metrics(metrics: Sequence[Any], cls: Any) -> list[dict[str, Any]] | None:
         ):
             return None
         kind = type(value)
-        if kind is float:
-            if not -_INF < value < _INF:
-                value = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-        elif (kind is int and -EXACT_INT <= value <= EXACT_INT) or kind is float64:
+        if (kind is int and -EXACT_INT <= value <= EXACT_INT) or kind is float64:
             value = float(value)
-            if not -_INF < value < _INF:
-                value = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-        else:
+        elif kind is not float:
             return None
+        if not -_INF < value < _INF:
+            value = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
         rows.append({"key": key, "value": value, "timestamp": timestamp, "step": step})
     return rows
 

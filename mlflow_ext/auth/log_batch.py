@@ -41,13 +41,11 @@ from typing import Any
 
 from mlflow_ext import mlflow_internals, settings
 from mlflow_ext.auth import guard
+from mlflow_ext.rest_store import EXACT_INT, INT64_MAX, INT64_MIN
 
 _logger = logging.getLogger(__name__)
 
 LOG_BATCH_PATHS = ("/api/2.0/mlflow/runs/log-batch", "/ajax-api/2.0/mlflow/runs/log-batch")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Integers a double holds exactly; larger ones go to MLflow (its conversion decides).
-EXACT_INT = 2**53
 
 _TOP_FIELDS = frozenset(("run_id", "metrics", "params", "tags"))
 _METRIC_FIELDS = frozenset(("key", "value", "timestamp", "step"))

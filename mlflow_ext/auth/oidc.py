@@ -246,6 +246,19 @@ def session_user() -> str | None:
         # A write another site's page sent with the person's cookie (SameSite=Lax already keeps it off
         # cross-site POSTs; this also covers sibling subdomains): not the person's doing.
         return None
+    cookie = _session_cookie(st, raw)
+    if cookie is None:
+        return None
+    username, session_id = cookie
+    if not _session_live(st, username, session_id) or not st.users.has_user(username):
+        return None
+    return username
+
+
+def _session_cookie(st: OIDC, raw: str | None) -> tuple[str, str] | None:
+    """(username, session id) of a genuine, unexpired session cookie, or None."""
+    if not raw:
+        return None
     try:
         data = st.serializer("session").loads(raw, max_age=st.settings.oidc_session_seconds)
     except BadSignature:
@@ -254,9 +267,7 @@ def session_user() -> str | None:
     session_id = data.get("s") if isinstance(data, dict) else None
     if not isinstance(username, str) or not isinstance(session_id, str):
         return None
-    if not _session_live(st, username, session_id) or not st.users.has_user(username):
-        return None
-    return username
+    return username, session_id
 
 
 def _session_key(session_id: str) -> str:
@@ -295,15 +306,10 @@ def _open_session(st: OIDC, username: str) -> str:
 def _close_session() -> None:
     """Delete the row of the request's session, if its cookie is genuine."""
     st = _state()
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
-        return
-    try:
-        data = st.serializer("session").loads(raw, max_age=st.settings.oidc_session_seconds)
-    except BadSignature:
-        return
-    if isinstance(data, dict) and isinstance(data.get("u"), str) and isinstance(data.get("s"), str):
-        st.ext.revoke_right(data["u"], SESSION_RIGHT, _session_key(data["s"]))
+    cookie = _session_cookie(st, request.cookies.get(SESSION_COOKIE))
+    if cookie is not None:
+        username, session_id = cookie
+        st.ext.revoke_right(username, SESSION_RIGHT, _session_key(session_id))
 
 
 def wants_login_page() -> bool:

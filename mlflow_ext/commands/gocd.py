@@ -14,18 +14,6 @@ from mlflow_ext.gocd import catalog as catalog_mod
 from mlflow_ext.gocd import pipelines, validate
 
 
-class _Counting:
-    """An MlflowClient whose pages of registered models advance a progress task."""
-
-    def __init__(self, client: Any, bar: progress.Task) -> None:
-        self.client, self.bar = client, bar
-
-    def search_registered_models(self, **kwargs: Any) -> Any:
-        page = self.client.search_registered_models(**kwargs)
-        self.bar.advance(len(page))
-        return page
-
-
 @click.group("gocd")
 def gocd_group() -> None:
     """Generate and check GoCD YAML config-repo pipelines (gocd/README.md)."""
@@ -94,8 +82,7 @@ def generate_command(
         from mlflow import MlflowClient
 
         with progress.task("gocd generate: reading registered models", unit="models") as bar:
-            client = _Counting(MlflowClient(tracking_uri=tracking_uri), bar)
-            registered = catalog_mod.registry_models(client)
+            registered = catalog_mod.registry_models(MlflowClient(tracking_uri=tracking_uri), bar.advance)
         found = catalog_mod.from_registry(registered, base)
     else:
         assert base is not None

@@ -40,7 +40,7 @@ production ones, ``gocd.deploy.target`` and ``gocd.deploy.port``) over the catal
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
@@ -500,14 +500,17 @@ def _check_unique(models: list[Model], problems: _Problems) -> None:
 # -- the registry ------------------------------------------------------------------------------------
 
 
-def registry_models(client: Any) -> dict[str, dict[str, str]]:
-    """Every registered model's name and tags, through MlflowClient.search_registered_models pages."""
+def registry_models(client: Any, advance: Callable[[int], None] | None = None) -> dict[str, dict[str, str]]:
+    """Every registered model's name and tags, through MlflowClient.search_registered_models pages;
+    ``advance`` (a progress task's) hears how many each page brought."""
     found: dict[str, dict[str, str]] = {}
     token = None
     while True:
         page = client.search_registered_models(max_results=1000, page_token=token)
         for model in page:
             found[model.name] = dict(model.tags or {})
+        if advance is not None:
+            advance(len(page))
         token = getattr(page, "token", None)
         if not token:
             return found

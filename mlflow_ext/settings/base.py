@@ -111,7 +111,7 @@ def issuer_url(value: str) -> str:
 
 
 def name_list(value: str) -> tuple[str, ...]:
-    """Comma-separated names, empty parts dropped."""
+    """Comma-separated names, blanks around them and empty parts dropped (every list setting's parts)."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
@@ -137,7 +137,7 @@ def subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
     def parse(value: str) -> tuple[str, ...]:
         if value.strip().lower() == "none":
             return ()
-        names = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
+        names = tuple(dict.fromkeys(part.lower() for part in name_list(value)))
         unknown = [name for name in names if name not in choices]
         if unknown:
             raise ValueError(f"must be a comma-separated subset of {', '.join(choices)} (or none)")
@@ -149,7 +149,7 @@ def subset(*choices: str) -> Callable[[str], tuple[str, ...]]:
 def alias_names(value: str) -> tuple[str, ...]:
     if value.strip().lower() == "none":
         return ()
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    names = tuple(dict.fromkeys(name_list(value)))
     if not names or any(not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", name) for name in names):
         raise ValueError("must be comma-separated alias names (letters, digits, '_', '-') or none")
     return names
@@ -159,7 +159,7 @@ def address_list(value: str) -> tuple[str, ...]:
     if value.strip().lower() == "none":
         return ()
     try:
-        return tuple(str(ipaddress.ip_address(part.strip())) for part in value.split(",") if part.strip())
+        return tuple(str(ipaddress.ip_address(part)) for part in name_list(value))
     except ValueError:
         raise ValueError("must be comma-separated IP addresses or none") from None
 

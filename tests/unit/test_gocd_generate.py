@@ -318,7 +318,7 @@ def test_cli_from_registry(tmp_path, monkeypatch):
             seen["uri"] = tracking_uri
 
     monkeypatch.setattr(mlflow, "MlflowClient", Client)
-    monkeypatch.setattr(catalog, "registry_models", lambda client: registered)
+    monkeypatch.setattr(catalog, "registry_models", lambda client, advance=None: registered)
     out = tmp_path / "out"
     with Answering() as server:  # the command checks that a server answers before it asks the registry
         _run("gocd", "generate", "--from-registry", "--out", str(out), "--tracking-uri", server.url)
