@@ -76,8 +76,12 @@ def install_retry_spy() -> None:
 
 
 def _short(exc: BaseException) -> str:
+    """The error on one line; a long one keeps its start and its end, where the client names the cause
+    ("API request to <url> failed with exception ... (Caused by ...)")."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:160]}"
+    if len(text) > 240:
+        text = f"{text[:60]} ... {text[-180:]}"
+    return f"{type(exc).__name__}: {text}"
 
 
 # --- acknowledged writes ----------------------------------------------------------------------------------
@@ -150,6 +154,8 @@ class Row:
             if error is not None or bad:
                 self.failed += 1
                 reason = _short(error) if error is not None else f"answered {bad[0]} before succeeding"
+                retried = f"; retried after: {', '.join(map(str, seen))}" if seen else ""
+                reason += f" ({elapsed:.1f} s{retried})"
                 self.errors[f"{what}: {reason}"] += 1
         return error is None, result
 

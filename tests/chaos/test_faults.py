@@ -26,6 +26,7 @@ import pytest
 from mlflow_ext.routing import BRIDGE_VARIABLES
 from tests.chaos import harness
 from tests.chaos.harness import Load, Probe, probing, verify
+from tests.support.environ import patched_environ
 
 pytestmark = pytest.mark.chaos
 
@@ -268,7 +269,13 @@ def test_artifact_store_disk_full(platform, table, units):
                 ["fallocate", "-l", str(max(0, _free(staging) - 4 * MIB)), str(ballast)], check=True
             )
             row.note(f"tmpfs of {size_mib} MiB, {_free(staging) // MIB} MiB left free by the ballast")
-            with Load(row, platform.experiment_id, artifacts=2, artifact_size=1 * MIB, pause=0.2):
+            # A call that starts as the disk fills must outlast the full window (15 s), the recovery limit and
+            # SeaweedFS taking its volumes back (after a full disk some uploads still fail while others pass):
+            # more than the suite's 5 retries (about 30 s of backoff) give; 6 give about 62 s.
+            with (
+                patched_environ({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}),
+                Load(row, platform.experiment_id, artifacts=2, artifact_size=1 * MIB, pause=0.2),
+            ):
                 time.sleep(15)
                 ballast.unlink()
                 freed = time.monotonic()
