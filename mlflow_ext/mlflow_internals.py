@@ -206,6 +206,24 @@ BASIC_AUTH_FAIL_CLOSED = Internal(
     "mlflow_ext.auth.asgi",
     attributes=("get",),
 )
+# What the two ``BaseHTTPMiddleware`` dispatchers of MLflow's FastAPI app (``workspace_context_middleware``
+# and ``gateway_timing_middleware`` in mlflow.server.fastapi_app) do before they call the next app.
+_WORKSPACE_HELPERS = "mlflow.server.workspace_helpers"
+_WORKSPACE_CONTEXT = "mlflow.utils.workspace_context"
+RESOLVE_REQUEST_WORKSPACE = Internal(
+    _WORKSPACE_HELPERS,
+    "resolve_workspace_for_request_if_enabled",
+    "mlflow_ext.auth.asgi",
+    params=("path", "header_value"),
+)
+WORKSPACE_HEADER = Internal(_WORKSPACE_HELPERS, "WORKSPACE_HEADER_NAME", "mlflow_ext.auth.asgi", kind=str)
+SET_REQUEST_WORKSPACE = Internal(
+    _WORKSPACE_CONTEXT, "set_server_request_workspace", "mlflow_ext.auth.asgi", params=("workspace",)
+)
+CLEAR_REQUEST_WORKSPACE = Internal(
+    _WORKSPACE_CONTEXT, "clear_server_request_workspace", "mlflow_ext.auth.asgi", params=()
+)
+ADD_STATIC_PREFIX = Internal(_HANDLERS, "_add_static_prefix", "mlflow_ext.auth.asgi", params=("route",))
 # The validators mlflow_ext.auth.policy wraps, found by identity in BEFORE_REQUEST_VALIDATORS. The
 # alias, version-delete and model-delete routes got validators of their own in 3.17; up to 3.16 they share
 # the registry's generic update/delete validators with other routes, so policy finds them by path there.
@@ -564,6 +582,11 @@ INTERNALS: tuple[Internal, ...] = (
     NATIVE_FASTAPI_ROUTES,
     KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS,
     BASIC_AUTH_FAIL_CLOSED,
+    RESOLVE_REQUEST_WORKSPACE,
+    WORKSPACE_HEADER,
+    SET_REQUEST_WORKSPACE,
+    CLEAR_REQUEST_WORKSPACE,
+    ADD_STATIC_PREFIX,
     *AUTH_VALIDATORS,
     *REQUEST_READING_FRAMES,
     REQUEST_VALIDATION_FRAME,
@@ -922,6 +945,31 @@ def ungated_fastapi_route_markers() -> tuple[str, ...]:
 def basic_auth_fail_closed() -> bool:
     """``MLFLOW_BASIC_AUTH_FAIL_CLOSED`` as MLflow's auth reads it."""
     return bool(resolve(BASIC_AUTH_FAIL_CLOSED).get())
+
+
+def workspace_header_name() -> str:
+    """The request header that names a workspace."""
+    return str(resolve(WORKSPACE_HEADER))
+
+
+def request_workspace(path: str, header_value: str | None) -> str | None:
+    """The workspace MLflow's FastAPI middleware binds to a request (None: none); raises as it does."""
+    workspace = _call(RESOLVE_REQUEST_WORKSPACE, path, header_value)
+    return workspace.name if workspace else None
+
+
+def set_request_workspace(workspace: str | None) -> None:
+    _call(SET_REQUEST_WORKSPACE, workspace)
+
+
+def clear_request_workspace() -> None:
+    _call(CLEAR_REQUEST_WORKSPACE)
+
+
+def gateway_path_prefix() -> str:
+    """The path prefix of the gateway routes (after ``--static-prefix``), as MLflow's timing middleware
+    computes it."""
+    return str(_call(ADD_STATIC_PREFIX, "/gateway/"))
 
 
 # --- the registry ---

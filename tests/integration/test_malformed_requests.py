@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from mlflow_ext.auth import guard
 from tests.integration.test_auth_tokens import TIMEOUT, Api, admin, new_user
 from tests.support.services import Platform
 
@@ -332,6 +333,24 @@ def test_nul_in_a_path_or_query_is_a_clean_400(world):
         world.admin, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{world.experiment_id}/a%00b", None
     )
     assert_clean_error(world, response, {400}, BAD_REQUEST_CODES)
+
+
+def test_a_workspace_header_gets_mlflow_s_answer_while_workspaces_are_off(world):
+    """The platform does MLflow's workspace dispatcher's work itself on the Flask routes (``auth.asgi``);
+    a request naming a workspace still gets the dispatcher's refusal (FEATURE_DISABLED, which MLflow
+    answers with status 500, so the guard's plain 500), and logs nothing."""
+    metric = {"run_id": world.run_id, "key": "ws", "value": 1.0, "timestamp": 1, "step": 0}
+    for header in ("X-MLflow-Workspace", "x-mlflow-workspace"):
+        named = Api(world.platform.tracking_uri, world.platform.admin_username, world.platform.admin_password)
+        named.headers[header] = "team-a"
+        response = named.call("POST", f"{API}/runs/log-metric", metric)
+        assert response.status_code == 500, response.text
+        assert response.json() == {"error_code": "INTERNAL_ERROR", "message": guard.MESSAGE_INTERNAL}
+    world.admin.ok("POST", f"{API}/runs/log-metric", {**metric, "step": 1})
+    history = world.admin.ok(
+        "GET", f"{API}/metrics/get-history", {"run_id": world.run_id, "metric_key": "ws"}
+    )
+    assert [m["step"] for m in history["metrics"]] == [1]
 
 
 # --- a bounded, seeded fuzz over JSON shapes --------------------------------------------------------

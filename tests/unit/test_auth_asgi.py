@@ -1,8 +1,10 @@
-"""The per-request fast paths: the ASGI front of MLflow's permission middleware, the generation read."""
+"""The per-request fast paths: the ASGI fronts of MLflow's permission, workspace and gateway-timing
+middlewares, the generation read."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from sqlalchemy import create_engine
@@ -66,6 +68,113 @@ def test_everything_else_goes_through_mlflows_middleware():
         "mlflow-middleware POST /api/2.0/mlflow/runs/log-metric",
     ]
     assert asked == ["POST /api/2.0/mlflow/gateway-ish"]
+
+
+def _dispatch_front(around) -> tuple[asgi.DispatchFront, list[str]]:
+    calls: list[str] = []
+    front = asgi.DispatchFront(
+        _Recorder("app", calls),
+        guarded=lambda app: _Recorder("mlflow-dispatcher", calls),
+        flask_paths=["/api/2.0/mlflow/runs/log-metric"],
+        around=around,
+    )
+    return front, calls
+
+
+def test_a_dispatcher_s_work_is_done_around_a_plain_call_on_fixed_flask_paths():
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def around_call():
+        events.append("before")
+        yield
+        events.append("after")
+
+    front, calls = _dispatch_front(lambda scope: around_call())
+    _run(front, _scope("/api/2.0/mlflow/runs/log-metric"))
+    assert calls == ["app POST /api/2.0/mlflow/runs/log-metric"]
+    assert events == ["before", "after"]
+
+
+def test_the_dispatcher_itself_runs_when_it_has_a_say_or_the_path_is_not_a_fixed_flask_rule():
+    asked: list[str] = []
+
+    def around(scope):
+        asked.append(scope["path"])
+        return None  # e.g. a workspace that cannot be resolved: MLflow's dispatcher answers
+
+    front, calls = _dispatch_front(around)
+    _run(front, _scope("/api/2.0/mlflow/runs/log-metric"))
+    _run(front, _scope("/gateway/chat/invocations"))
+    _run(front, _scope("/api/2.0/mlflow/runs/log-metric", kind="websocket"))
+    assert calls == [
+        "mlflow-dispatcher POST /api/2.0/mlflow/runs/log-metric",
+        "mlflow-dispatcher POST /gateway/chat/invocations",
+        "mlflow-dispatcher POST /api/2.0/mlflow/runs/log-metric",
+    ]
+    assert asked == ["/api/2.0/mlflow/runs/log-metric"]
+
+
+def test_the_workspace_is_bound_for_the_call_and_cleared_after_as_mlflow_does(monkeypatch):
+    from mlflow.utils import workspace_context
+
+    monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES", raising=False)
+    seen: list[tuple[bool, str | None]] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(
+            (workspace_context.is_request_workspace_resolved(), workspace_context.get_request_workspace())
+        )
+
+    front = asgi.DispatchFront(
+        app,
+        guarded=lambda inner: inner,
+        flask_paths=["/api/2.0/mlflow/runs/log-metric"],
+        around=asgi.workspace_around,
+    )
+    _run(front, {**_scope("/api/2.0/mlflow/runs/log-metric"), "headers": []})
+    assert seen == [(True, None)]
+    assert not workspace_context.is_request_workspace_resolved()
+
+
+def test_a_workspace_header_while_workspaces_are_off_is_left_to_mlflow_s_dispatcher(monkeypatch):
+    monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES", raising=False)
+    header = mlflow_internals.workspace_header_name().lower().encode()
+    scope = {**_scope("/api/2.0/mlflow/runs/log-metric"), "headers": [(header, b"team-a")]}
+    assert asgi.workspace_around(scope) is None
+    assert asgi.workspace_around({**scope, "headers": [(header, b"  ")]}) is not None
+
+
+def test_only_the_gateway_s_paths_are_left_to_the_timing_dispatcher():
+    around = asgi.gateway_timing_around("/gateway/")
+    assert around(_scope("/gateway/chat/mlflow/invocations")) is None
+    assert around(_scope("/api/2.0/mlflow/runs/log-metric")) is not None
+
+
+def test_install_puts_the_fronts_in_place_of_mlflow_s_dispatchers(monkeypatch):
+    from fastapi import FastAPI
+    from flask import Flask
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    served = FastAPI()
+    names = (asgi.WORKSPACE_MIDDLEWARE, asgi.GATEWAY_TIMING_MIDDLEWARE, asgi.PERMISSION_MIDDLEWARE, "other")
+    for name in names:
+
+        async def dispatch(request, call_next):
+            return await call_next(request)
+
+        dispatch.__name__ = name
+        served.add_middleware(BaseHTTPMiddleware, dispatch=dispatch)
+    flask_app = Flask(__name__)
+    flask_app.add_url_rule("/api/2.0/mlflow/runs/log-metric", "log_metric", lambda: "", methods=["POST"])
+    monkeypatch.setattr(mlflow_internals, "native_fastapi_routes", lambda app: [])
+    assert asgi.install(served, flask_app)
+    kinds = [entry.cls.__name__ for entry in served.user_middleware]
+    # Starlette keeps the last added first.
+    assert kinds == ["BaseHTTPMiddleware", "PermissionFront", "DispatchFront", "DispatchFront"]
+    fronts = [entry for entry in served.user_middleware if entry.cls is asgi.DispatchFront]
+    assert [f.kwargs["around"] is asgi.workspace_around for f in fronts] == [False, True]
+    assert all(f.kwargs["flask_paths"] == ["/api/2.0/mlflow/runs/log-metric"] for f in fronts)
 
 
 class _FakeAuth:
