@@ -2,21 +2,28 @@
 
 Every model project of the catalog goes through the same steps (the tests are parametrized by project:
 iris-classifier with scikit-learn, fasttext-classifier a fastText pyfunc, spark-classifier a Spark MLlib
-pipeline), sharing one platform, fake GoCD, bridge and checkout:
+pipeline), sharing one platform, fake GoCD, bridge and checkout. The agent is the `gocd` service account
+exactly as the mlflow_server role provisions it (its rights, its promote right on the catalog's models, and
+the server's protected aliases, default permission and promotion policy, all from the role's defaults):
 
 1. `mlflow-ext gocd generate` turns gocd/examples/catalog.yaml (pointed at a git checkout of the example
    projects, the test platform and a free port per production deployment) into YAML config-repo pipelines and
    the bridge's routing file.
 2. The build pipeline's `exec` tasks run in order in the checkout with the GO_* variables a GoCD agent sets:
    train (the example's entry point), register, evaluate.
-3. `mlflow-ext promote` moves @production to the new version; the MLflow server's webhook reaches
-   `mlflow-ext bridge serve` (a real subprocess), which schedules the release pipeline on the fake GoCD.
+3. `mlflow-ext promote`, as gocd, moves @production to the new version through the server's promotion
+   gates; the MLflow server's webhook reaches `mlflow-ext bridge serve` (a real subprocess), which schedules
+   the release pipeline on the fake GoCD.
 4. The release pipeline's tasks run with the variables the fake recorded for that schedule, honouring
    `run_if` and approving the production deploy gate through GoCD's API: verify-data, evaluate, deploy (a
    real venv, served as a supervised process), smoke-test, report. The model answers on its endpoint and
    the version carries deploy.status=deployed.
 5. A second release after the test data's schema changed (a column renamed) stops at verify-data, and its
    `run_if: failed` task records deploy.status=failed with the stage.
+
+Nothing less than the role's rights would do: an account provisioned by the same command without them is
+refused with 403 at the build's first stage, and gocd may not move the protected alias of a model outside
+its list.
 
 Each task's time is recorded; the module prints a table of seconds per stage and project at the end (`-s`).
 Bounded: one venv per requirements set (the deploy target caches it per deployment; pip uses the machine's
@@ -27,6 +34,7 @@ stage processes, and each project's deployment is removed once its tests are don
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -41,7 +49,8 @@ import requests
 import yaml
 
 from mlflow_ext.clients.gocd import GoCDClient
-from tests.support import gocd_agent
+from mlflow_ext.errors import ExitCode
+from tests.support import gocd_account, gocd_agent
 from tests.support.bridge import GOCD_USER, Bridge, webhook_env
 from tests.support.fake_gocd import FakeGoCD
 from tests.support.gitrepo import git
@@ -54,11 +63,18 @@ from tests.support.gocd_agent import (
     make_checkout,
     seconds_per_stage,
 )
-from tests.support.services import Platform, free_ports, running_platform
+from tests.support.services import VENV_BIN, Platform, free_ports, running_platform
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "gocd-token-for-the-agent-play-0123"
+TOKEN = "gocd-token-for-the-agent-play-0123"  # the fake GoCD's API token (the bridge's and the approver's)
+DENIED = re.compile(r"403|PERMISSION_DENIED|Permission denied")
+# What the role's promotion policy (require: code, training_data) asks of a version's run.
+LINEAGE = {
+    "lineage.code.commit": "0123456789abcdef0123456789abcdef01234567",
+    "lineage.data.train.fingerprint": "sha256:" + "0" * 64,
+    "lineage.data.train.role": "training",
+}
 # Spark in the stage processes (evaluate and smoke-test load the model through pyfunc): bounded, no web UI,
 # nothing listening beyond the loopback interface.
 SPARK_UI_PORT = 4040  # Spark's default
@@ -129,12 +145,16 @@ class World:
     platform: Platform
     gocd: FakeGoCD
     bridge: Bridge
-    agent: Agent
+    agent: Agent  # the gocd account's agent
+    bare: Agent  # the same, for an account provisioned by the same command without the role's rights
+    account: dict[str, Any]  # the role's gocd entry
+    report: dict[str, Any]  # what provisioning it did
     checkout: Path
     pipelines: dict[str, Any]
     ports: dict[str, int]  # production deployment's port per model
-    client: Any
+    client: Any  # the admin's
     timings: dict[str, dict[str, float]]  # model -> "<pipeline part>/<stage>" -> seconds
+    promotions: dict[str, dict[str, Any]]  # model -> what `mlflow-ext promote --output json` answered
 
     def record(self, project: Project, part: str, seconds: dict[str, float]) -> None:
         self.timings.setdefault(project.model, {}).update(
@@ -175,7 +195,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ports = dict(zip([project.model for project in PROJECTS], free_ports(len(PROJECTS)), strict=True))
     timings: dict[str, dict[str, float]] = {}
     started = time.monotonic()
-    with running_platform(extra_env=webhook_env()) as platform, FakeGoCD(tokens={TOKEN: GOCD_USER}) as gocd:
+    server_env = webhook_env() | gocd_account.role_server_env(workdir)
+    with running_platform(extra_env=server_env) as platform, FakeGoCD(tokens={TOKEN: GOCD_USER}) as gocd:
         pipelines, routes = generate(workdir, platform.tracking_uri, ports)
         for name, pipeline in pipelines.items():
             stages = [next(iter(entry)) for entry in pipeline["stages"]]
@@ -196,17 +217,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ).prepare()
         bridge.start()
         time.sleep(2)  # MLflow's per-worker webhook cache (TTL 1 s) forgets the empty list
-        agent_env = (
-            gocd_agent.agent_env(
-                workdir,
-                {
-                    # The agent's own MLflow account; the pipelines carry only the tracking URI.
-                    "MLFLOW_TRACKING_USERNAME": platform.admin_username,
-                    "MLFLOW_TRACKING_PASSWORD": platform.admin_password,
-                },
-            )
-            | SPARK_ENV
+
+        account = gocd_account.role_gocd_account()
+        argv = gocd_account.provision_argv(account, platform.server.env_file, workdir / "gocd_token")
+        report = gocd_account.provision(argv)
+        assert gocd_account.provision(argv)["changed"] is False  # a second converge changes nothing
+        bare = {"username": "gocd-without-rights", "token_name": account["token_name"]}
+        gocd_account.provision(
+            gocd_account.provision_argv(bare, platform.server.env_file, workdir / "bare_token")
         )
+
+        def agent_env(token_file: str) -> dict[str, str]:
+            # The agent's own MLflow account; the pipelines carry only the tracking URI.
+            token = (workdir / token_file).read_text().strip()
+            return gocd_agent.agent_env(workdir, {"MLFLOW_TRACKING_TOKEN": token}) | SPARK_ENV
+
         from mlflow import MlflowClient
 
         from tests.support.environ import patched_environ
@@ -217,16 +242,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     platform,
                     gocd,
                     bridge,
-                    Agent(checkout, agent_env, GoCDClient(gocd.url, token=TOKEN)),
+                    Agent(checkout, agent_env("gocd_token"), GoCDClient(gocd.url, token=TOKEN)),
+                    Agent(checkout, agent_env("bare_token")),
+                    account,
+                    report,
                     checkout,
                     pipelines,
                     ports,
                     MlflowClient(tracking_uri=platform.tracking_uri),
                     timings,
+                    {},
                 )
         finally:
             for project in PROJECTS:
-                remove_deployment(agent_env, project)
+                remove_deployment(agent_env("gocd_token"), project)
             bridge.cleanup()
             shutil.rmtree(workdir, ignore_errors=True)
             if timings:
@@ -259,6 +288,7 @@ def test_the_build_pipeline_trains_registers_and_evaluates(world, project, built
         ("evaluate", "evaluate", 0),
     ], describe(built)
     version = world.client.get_model_version(model, "1")
+    assert version.user_id == "gocd"
     assert version.tags["build.pipeline"] == build and version.tags["build.counter"] == "1"
     assert version.tags["evaluation.status"] == "passed"
     run = world.client.get_run(version.run_id)
@@ -291,10 +321,20 @@ def scheduled(world: World, project: Project, built: list[TaskRun]):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["changed"] is True
+    world.promotions[model] = json.loads(result.stdout)
     (schedule,) = world.gocd.wait_for_schedules(1, release, timeout=60)
     world.record(project, "promote", {"to-schedule": round(time.monotonic() - started, 1)})
     return schedule
+
+
+def test_gocd_promotes_through_the_server_gates(world, project, scheduled):
+    answer = world.promotions[project.model]
+    assert answer["changed"] is True
+    # The server's policy (the role's mlflow_server_promotion_policy) was checked, and its gates passed.
+    assert answer["policy_origin"]["origin"] == "server"
+    assert answer["gates"] and {gate["status"] for gate in answer["gates"]} == {"passed"}
+    tags = world.client.get_model_version(project.model, "1").tags
+    assert tags["promotion.by"] == "gocd" and tags["promotion.alias"] == "production"
 
 
 def test_the_bridge_schedules_the_release_with_every_variable(world, project, scheduled):
@@ -339,7 +379,7 @@ def test_the_release_pipeline_deploys_and_reports(world, project, scheduled, rel
     assert deploy_stage["approval_type"] == "manual" and deploy_stage["approved_by"] == GOCD_USER
 
     tags = world.client.get_model_version(model, "1").tags
-    assert tags["deploy.status"] == "deployed"
+    assert tags["deploy.status"] == "deployed" and tags["deploy.alias"] == "production"
     assert tags["deploy.pipeline"] == release and tags["deploy.counter"] == str(scheduled.counter)
     assert tags["deploy.name"] == f"{model}-production" and tags["deploy.target"] == "local"
     assert tags["deploy.endpoint"] == f"http://127.0.0.1:{world.ports[model]}"
@@ -357,29 +397,101 @@ def test_the_release_pipeline_deploys_and_reports(world, project, scheduled, rel
 def test_a_release_on_test_data_of_another_schema_stops_at_verify_data_and_says_so(world, project, released):
     model, release = project.model, project.release
     data = world.checkout / project.example / "data" / "test.csv"
-    header, rest = data.read_text().split("\n", 1)
+    original = data.read_text()
+    header, rest = original.split("\n", 1)
     before, after = project.renamed
     assert before in header.split(",")
     data.write_text(
         ",".join(after if column == before else column for column in header.split(",")) + "\n" + rest
     )
     git(world.checkout, "commit", "-q", "-am", f"{model}: rename a test data column")
-    variables = {
-        "MLFLOW_MODEL_NAME": model,
-        "MLFLOW_MODEL_VERSION": "1",
-        "MLFLOW_MODEL_ALIAS": "production",
-        "MLFLOW_RUN_ID": "",
-        "MLFLOW_MODEL_URI": f"models:/{model}/1",
-        "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
-    }
-    world.agent.gocd.schedule(release, variables)
-    schedule = world.gocd.wait_for_schedules(2, release)[-1]
-    runs = world.agent.run(release, world.pipelines[release], schedule.counter, schedule.variables)
-    world.record(project, "bad input", seconds_per_stage(runs))
-    assert executed(runs) == [("verify-data", "verify-data", 7), ("verify-data", "report", 0)], describe(runs)
-    assert f"column added: {after}" in runs[0].stderr and f"column removed: {before}" in runs[0].stderr
-    tags = world.client.get_model_version(model, "1").tags
-    assert tags["deploy.status"] == "failed" and tags["deploy.stage"] == "verify-data"
-    assert tags["deploy.counter"] == str(schedule.counter)
-    # The running deployment was not touched.
-    assert requests.get(f"http://127.0.0.1:{world.ports[model]}/ping", timeout=10).status_code == 200
+    try:
+        variables = {
+            "MLFLOW_MODEL_NAME": model,
+            "MLFLOW_MODEL_VERSION": "1",
+            "MLFLOW_MODEL_ALIAS": "production",
+            "MLFLOW_RUN_ID": "",
+            "MLFLOW_MODEL_URI": f"models:/{model}/1",
+            "MLFLOW_TRACKING_URI": world.platform.tracking_uri,
+        }
+        world.agent.gocd.schedule(release, variables)
+        schedule = world.gocd.wait_for_schedules(2, release)[-1]
+        runs = world.agent.run(release, world.pipelines[release], schedule.counter, schedule.variables)
+        world.record(project, "bad input", seconds_per_stage(runs))
+        stopped = [("verify-data", "verify-data", 7), ("verify-data", "report", 0)]
+        assert executed(runs) == stopped, describe(runs)
+        assert f"column added: {after}" in runs[0].stderr and f"column removed: {before}" in runs[0].stderr
+        tags = world.client.get_model_version(model, "1").tags
+        assert tags["deploy.status"] == "failed" and tags["deploy.stage"] == "verify-data"
+        assert tags["deploy.counter"] == str(schedule.counter)
+        # The running deployment was not touched.
+        assert requests.get(f"http://127.0.0.1:{world.ports[model]}/ping", timeout=10).status_code == 200
+    finally:  # the checkout's next builds (the bare account's, say) read the original data again
+        data.write_text(original)
+        git(world.checkout, "commit", "-q", "-am", f"{model}: the test data column back")
+
+
+def test_the_role_gives_gocd_the_rights_the_pipelines_need(world):
+    defaults = gocd_account.role_defaults()
+    assert world.account["rights"] == defaults["mlflow_server_gocd_rights"]
+    assert world.account["promote_models"] == defaults["mlflow_server_gocd_models"]
+    assert world.report["user_created"] and world.report["token_created"]
+    assert sorted(world.report["rights_granted"]) == sorted(
+        [
+            *defaults["mlflow_server_gocd_rights"],
+            *(f"promote on {m}" for m in defaults["mlflow_server_gocd_models"]),
+        ]
+    )
+    # The role's models are the example catalog's: every generated pipeline can promote its model.
+    catalog = yaml.safe_load(CATALOG.read_text())
+    assert set(defaults["mlflow_server_gocd_models"]) == {entry["name"] for entry in catalog["models"]}
+    # The catalog's production aliases are the ones the server protects by default.
+    protected = {alias.lower() for alias in defaults["mlflow_server_protected_aliases"]}
+    for entry in catalog["models"]:
+        production = {alias for alias, spec in entry["aliases"].items() if (spec or {}).get("production")}
+        assert production and production <= protected, entry["name"]
+
+
+def test_without_the_rights_the_train_stage_is_refused(world):
+    build = PROJECTS[0].build
+    runs = world.bare.run(build, world.pipelines[build], counter=1)
+    assert executed(runs) == [("train", "entry point", 1)], describe(runs)
+    assert DENIED.search(runs[0].stderr), runs[0].stderr[-2000:]
+
+
+def promote(world: World, model: str, version: str, alias: str) -> subprocess.CompletedProcess:
+    """`mlflow-ext promote` as the gocd account."""
+    return subprocess.run(
+        [str(VENV_BIN / "mlflow-ext"), "promote", model, version, "--to", alias, "--output", "json"],
+        env={**world.agent.base_env, "MLFLOW_TRACKING_URI": world.platform.tracking_uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_gocd_may_not_move_production_of_a_model_outside_its_list(world):
+    """Managing a model (and reading its runs) is not enough: its protected alias needs the promote right
+    on it, which the role grants on the catalog's models only."""
+    other = "not-in-the-catalog"
+    world.client.create_registered_model(other)
+    run = world.client.create_run(world.client.create_experiment("outside-the-catalog"))
+    for key, value in LINEAGE.items():  # the gates would pass: only the promote right is missing
+        world.client.set_tag(run.info.run_id, key, value)
+    world.client.create_model_version(other, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    for grant in (["registered_model", other, "MANAGE"], ["experiment", run.info.experiment_id, "READ"]):
+        admin = subprocess.run(
+            [str(VENV_BIN / "mlflow-ext"), "grant", "permission", "gocd", *grant],
+            env={**world.agent.base_env, **world.platform.client_env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert admin.returncode == 0, admin.stderr
+    assert promote(world, other, "1", "staging").returncode == 0
+    refused = promote(world, other, "1", "production")
+    assert refused.returncode == ExitCode.DENIED, refused.stderr
+    assert "promote right" in refused.stderr, refused.stderr
+    assert world.client.get_registered_model(other).aliases == {"staging": "1"}
