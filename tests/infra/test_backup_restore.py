@@ -236,27 +236,28 @@ def test_a_backup_timer_failing_on_a_full_location_shows_in_metrics():
     assert 'mlflow_backup_last_run_success{kind="secrets"} 1' in server_metrics()
 
 
-def test_a_restore_pointed_at_a_damaged_postgres_backup_stops_before_touching_anything():
-    """One byte flipped in a file of the newest pgBackRest backup set (the file is put back afterwards):
-    restore.yml stops at its check, naming the set and the invalid checksum; the platform keeps serving."""
-    config = json.loads(BACKUP_CONFIG.read_text())
+def _postgres_backup_sets(stanza: str) -> list[dict]:
+    """pgBackRest's backup sets of the stanza, oldest first."""
     listing = subprocess.run(
-        [
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "pgbackrest",
-            f"--stanza={config['stanza']}",
-            "--output=json",
-            "info",
-        ],
+        ["runuser", "-u", "postgres", "--", "pgbackrest", f"--stanza={stanza}", "--output=json", "info"],
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    label = json.loads(listing.stdout)[0]["backup"][-1]["label"]
+    return json.loads(listing.stdout)[0]["backup"]
+
+
+def test_a_restore_pointed_at_a_damaged_postgres_backup_stops_before_touching_anything():
+    """One byte flipped in a file of the newest pgBackRest backup set (the file is put back afterwards):
+    restore.yml stops at its check, naming the set and the invalid checksum; the platform keeps serving."""
+    config = json.loads(BACKUP_CONFIG.read_text())
+    sets = _postgres_backup_sets(config["stanza"])
+    if not sets:  # no backup set on this host yet: take one first
+        backup = run_playbook("backup-for-damage", "backup.yml")
+        assert backup.returncode == 0, f"{backup.summary()}\n{backup.output[-3000:]}"
+        sets = _postgres_backup_sets(config["stanza"])
+    label = sets[-1]["label"]
     files = Path(config["postgres_location"], "backup", config["stanza"], label, "pg_data").rglob("*")
     victim = max((f for f in files if f.is_file()), key=lambda f: f.stat().st_size)
     original = victim.read_bytes()
