@@ -29,6 +29,8 @@ from typing import Any
 import requests
 from urllib3.util.retry import Retry
 
+from tests.support.lineage import POLICY_LINEAGE
+
 TRACKING_URI = "https://localhost"
 CA_CERT = "/etc/nginx/tls/mlflow-platform.crt"
 RETRYABLE = frozenset({429, 503})
@@ -43,13 +45,6 @@ SEAWEEDFS_DATA = Path("/var/lib/seaweedfs/data")
 BRIDGE_HEALTH = "http://127.0.0.1:5100/health"
 OBJECT_STORE_HEALTH = "http://127.0.0.1:8333/healthz"
 SERVER_HEALTH = "http://127.0.0.1:5000/health"
-
-# The lineage the server's default promotion policy asks of a version before a protected alias moves to it.
-LINEAGE = {
-    "lineage.code.commit": "0123456789abcdef0123456789abcdef01234567",
-    "lineage.data.train.fingerprint": "sha256:" + "0" * 64,
-    "lineage.data.train.role": "training",
-}
 
 
 # --- what the client saw on the wire ----------------------------------------------------------------------
@@ -743,7 +738,7 @@ def prepare_models(
         client = new_client()
         for name in chunk:
             ok, _ = row.call("create_registered_model", client.create_registered_model, name)
-            ok2, run = row.call("create_run", client.create_run, experiment_id, tags=LINEAGE)
+            ok2, run = row.call("create_run", client.create_run, experiment_id, tags=POLICY_LINEAGE)
             if not (ok and ok2):
                 continue
             row.call("set_terminated", client.set_terminated, run.info.run_id)

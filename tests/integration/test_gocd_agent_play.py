@@ -63,18 +63,13 @@ from tests.support.gocd_agent import (
     make_checkout,
     seconds_per_stage,
 )
+from tests.support.lineage import POLICY_LINEAGE
 from tests.support.services import VENV_BIN, Platform, free_ports, running_platform
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "gocd-token-for-the-agent-play-0123"  # the fake GoCD's API token (the bridge's and the approver's)
 DENIED = re.compile(r"403|PERMISSION_DENIED|Permission denied")
-# What the role's promotion policy (require: code, training_data) asks of a version's run.
-LINEAGE = {
-    "lineage.code.commit": "0123456789abcdef0123456789abcdef01234567",
-    "lineage.data.train.fingerprint": "sha256:" + "0" * 64,
-    "lineage.data.train.role": "training",
-}
 # Spark in the stage processes (evaluate and smoke-test load the model through pyfunc): bounded, no web UI,
 # nothing listening beyond the loopback interface.
 SPARK_UI_PORT = 4040  # Spark's default
@@ -232,6 +227,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             token = (workdir / token_file).read_text().strip()
             return gocd_agent.agent_env(workdir, {"MLFLOW_TRACKING_TOKEN": token}) | SPARK_ENV
 
+        gocd_env = agent_env("gocd_token")
+
         from mlflow import MlflowClient
 
         from tests.support.environ import patched_environ
@@ -242,7 +239,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     platform,
                     gocd,
                     bridge,
-                    Agent(checkout, agent_env("gocd_token"), GoCDClient(gocd.url, token=TOKEN)),
+                    Agent(checkout, gocd_env, GoCDClient(gocd.url, token=TOKEN)),
                     Agent(checkout, agent_env("bare_token")),
                     account,
                     report,
@@ -255,7 +252,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 )
         finally:
             for project in PROJECTS:
-                remove_deployment(agent_env("gocd_token"), project)
+                remove_deployment(gocd_env, project)
             bridge.cleanup()
             shutil.rmtree(workdir, ignore_errors=True)
             if timings:
@@ -298,28 +295,33 @@ def test_the_build_pipeline_trains_registers_and_evaluates(world, project, built
     assert run.data.tags["lineage.data.test.csv.role"] == "test"
 
 
-@pytest.fixture(scope="module")
-def scheduled(world: World, project: Project, built: list[TaskRun]):
-    model, release = project.model, project.release
-    started = time.monotonic()
-    result = subprocess.run(
+def promote(world: World, model: str, version: str, alias: str, *options: str) -> subprocess.CompletedProcess:
+    """`mlflow-ext promote` as the gocd account."""
+    return subprocess.run(
         [
-            "mlflow-ext",
+            str(VENV_BIN / "mlflow-ext"),
             "promote",
             model,
-            "1",
+            version,
             "--to",
-            "production",
-            "--reason",
-            "first model",
+            alias,
             "--output",
             "json",
+            *options,
         ],
         env={**world.agent.base_env, "MLFLOW_TRACKING_URI": world.platform.tracking_uri},
         capture_output=True,
         text=True,
+        timeout=120,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def scheduled(world: World, project: Project, built: list[TaskRun]):
+    model, release = project.model, project.release
+    started = time.monotonic()
+    result = promote(world, model, "1", "production", "--reason", "first model")
     assert result.returncode == 0, result.stderr
     world.promotions[model] = json.loads(result.stdout)
     (schedule,) = world.gocd.wait_for_schedules(1, release, timeout=60)
@@ -459,25 +461,13 @@ def test_without_the_rights_the_train_stage_is_refused(world):
     assert DENIED.search(runs[0].stderr), runs[0].stderr[-2000:]
 
 
-def promote(world: World, model: str, version: str, alias: str) -> subprocess.CompletedProcess:
-    """`mlflow-ext promote` as the gocd account."""
-    return subprocess.run(
-        [str(VENV_BIN / "mlflow-ext"), "promote", model, version, "--to", alias, "--output", "json"],
-        env={**world.agent.base_env, "MLFLOW_TRACKING_URI": world.platform.tracking_uri},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_gocd_may_not_move_production_of_a_model_outside_its_list(world):
     """Managing a model (and reading its runs) is not enough: its protected alias needs the promote right
     on it, which the role grants on the catalog's models only."""
     other = "not-in-the-catalog"
     world.client.create_registered_model(other)
     run = world.client.create_run(world.client.create_experiment("outside-the-catalog"))
-    for key, value in LINEAGE.items():  # the gates would pass: only the promote right is missing
+    for key, value in POLICY_LINEAGE.items():  # the gates would pass: only the promote right is missing
         world.client.set_tag(run.info.run_id, key, value)
     world.client.create_model_version(other, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     for grant in (["registered_model", other, "MANAGE"], ["experiment", run.info.experiment_id, "READ"]):
