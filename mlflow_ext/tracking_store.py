@@ -69,13 +69,15 @@ _LATEST_UPSERT = (
     "WHERE (EXCLUDED.step, EXCLUDED.timestamp, EXCLUDED.value) "
     "> (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
 )
-# Metrics go through COPY into a temporary table, then over: COPY alone cannot skip a row logged before.
+# Metrics go straight into ``metrics`` through COPY. COPY cannot skip a row logged before (a client retrying
+# a batch that was written, or the same metric twice in one batch): that batch fails on the primary key and
+# is written again through a temporary table, from which only the new rows move over.
+_METRICS_COPY = "COPY {table} (run_uuid, key, value, timestamp, step, is_nan) FROM STDIN"
 _METRICS_STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS mlflow_ext_metrics_in "
     "(run_uuid varchar(32), key varchar(250), value double precision, timestamp bigint, step bigint, "
     "is_nan boolean) ON COMMIT DELETE ROWS"
 )
-_METRICS_COPY = "COPY mlflow_ext_metrics_in (run_uuid, key, value, timestamp, step, is_nan) FROM STDIN"
 _METRICS_FROM_STAGING = (
     "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) "
     "SELECT run_uuid, key, value, timestamp, step, is_nan FROM mlflow_ext_metrics_in ON CONFLICT DO NOTHING"
@@ -127,6 +129,9 @@ tag AS (
 )
 SELECT lifecycle_stage FROM run
 """
+# The last statement of a batch's transaction, after its writes: the run's state and the stored value of
+# each of the batch's params. The batch is committed only when the run is active and every param holds the
+# batch's value (one logged before with another value kept its own).
 _BATCH_STATE = """
 SELECT r.lifecycle_stage, p.key, p.value
 FROM runs r LEFT JOIN params p ON p.run_uuid = r.run_uuid AND p.key = ANY(%(keys)s)
@@ -300,6 +305,10 @@ def _run_entity(
 
 class _Refused(Exception):
     """The database says the fast path cannot succeed: MLflow's own method gives the error."""
+
+
+class _Duplicate(Exception):
+    """A batch's direct COPY met a metric row logged before (or twice in the batch)."""
 
 
 class PostgresHotPaths:
@@ -507,17 +516,6 @@ class PostgresHotPaths:
     def _log_batch(
         self, run_id: str, metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
     ) -> None:
-        param_keys = [p.key for p in params]
-        rows = self._one_statement(_BATCH_STATE, {"run": run_id, "keys": param_keys})
-        if not rows or rows[0][0] != ACTIVE:
-            raise _Refused
-        existing = {key: value for _stage, key, value in rows if key is not None}
-        if any(existing[p.key] != p.value for p in params if p.key in existing):
-            raise _Refused
-        new_params: list[tuple[Any, ...]] = [
-            (run_id, p.key, p.value) for p in params if p.key not in existing
-        ]
-
         metric_rows: list[tuple[Any, ...]] = []
         newest: dict[str, tuple[Any, ...]] = {}
         for m in metrics:
@@ -529,12 +527,18 @@ class PostgresHotPaths:
                 newest[m.key] = row
         tag_values = {t.key: t.value for t in tags}  # the last value of a key wins, as in MLflow
         statements: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (_PARAMS_INSERT, new_params),
+            (_PARAMS_INSERT, [(run_id, p.key, p.value) for p in params]),
             # Keys in one order in every transaction, so concurrent batches lock rows alike.
             (_LATEST_UPSERT, [newest[key] for key in sorted(newest)]),
             (_TAGS_UPSERT, [(run_id, key, tag_values[key]) for key in sorted(tag_values)]),
         ]
-        self._write(metric_rows, statements)
+        expected = {p.key: p.value for p in params}
+        try:
+            committed = self._write(run_id, metric_rows, statements, expected, direct=True)
+        except _Duplicate:
+            committed = self._write(run_id, metric_rows, statements, expected, direct=False)
+        if not committed:
+            raise _Refused
 
     @contextlib.contextmanager
     def _connection(self, autocommit: bool) -> Iterator[Any]:
@@ -599,27 +603,57 @@ class PostgresHotPaths:
         return result
 
     def _write(
-        self, metric_rows: list[tuple[Any, ...]], statements: Iterable[tuple[str, list[tuple[Any, ...]]]]
-    ) -> None:
-        """One transaction: the metrics through COPY into a temporary table, then one string with every
-        statement (metrics moved over, params, latest metrics, tags)."""
+        self,
+        run_id: str,
+        metric_rows: list[tuple[Any, ...]],
+        statements: Iterable[tuple[str, list[tuple[Any, ...]]]],
+        params: dict[str, str],
+        direct: bool,
+    ) -> bool:
+        """One transaction: the metrics through COPY (straight into ``metrics`` when ``direct``, else through
+        the temporary table), then one string with every other statement and, last, ``_BATCH_STATE``. It is
+        committed when the run is active and every param holds the batch's value, and then True; otherwise
+        rolled back, and False.
 
-        def work() -> None:
+        Raises ``_Duplicate`` when a direct COPY meets a row logged before, ``_Refused`` when the run does
+        not exist."""
+        import psycopg2.errors
+
+        def work() -> bool:
             with self._connection(autocommit=False) as connection, connection.cursor() as cursor:
                 parts = []
-                if metric_rows:
-                    # Created in the transaction: behind a transaction-pooling PgBouncer, a connection's
-                    # temporary table is only certain within one.
-                    cursor.execute(_METRICS_STAGING)
-                    cursor.copy_expert(_METRICS_COPY, io.StringIO(_copy_text(metric_rows)))
-                    parts.append(_METRICS_FROM_STAGING.encode())
-                for template, rows in statements:
-                    if not rows:
-                        continue
-                    placeholder = "(" + ",".join(["%s"] * len(rows[0])) + ")"
-                    values = b",".join(cursor.mogrify(placeholder, row) for row in rows)
-                    parts.append(template.encode().replace(b"{rows}", values))
-                if parts:
+                try:
+                    if metric_rows and direct:
+                        cursor.copy_expert(
+                            _METRICS_COPY.format(table="metrics"), io.StringIO(_copy_text(metric_rows))
+                        )
+                    elif metric_rows:
+                        # Created in the transaction: behind a transaction-pooling PgBouncer, a
+                        # connection's temporary table is only certain within one.
+                        cursor.execute(_METRICS_STAGING)
+                        cursor.copy_expert(
+                            _METRICS_COPY.format(table="mlflow_ext_metrics_in"),
+                            io.StringIO(_copy_text(metric_rows)),
+                        )
+                        parts.append(_METRICS_FROM_STAGING.encode())
+                    for template, rows in statements:
+                        if not rows:
+                            continue
+                        placeholder = "(" + ",".join(["%s"] * len(rows[0])) + ")"
+                        values = b",".join(cursor.mogrify(placeholder, row) for row in rows)
+                        parts.append(template.encode().replace(b"{rows}", values))
+                    parts.append(cursor.mogrify(_BATCH_STATE, {"run": run_id, "keys": list(params)}))
                     cursor.execute(b";\n".join(parts))
+                except psycopg2.errors.UniqueViolation as exc:
+                    raise _Duplicate from exc
+                except psycopg2.errors.ForeignKeyViolation as exc:  # no such run
+                    raise _Refused from exc
+                rows = cursor.fetchall()
+                stored = {key: value for _stage, key, value in rows}
+                if not rows or rows[0][0] != ACTIVE or any(stored.get(k) != v for k, v in params.items()):
+                    connection.rollback()
+                    return False
+                return True
 
-        self._retrying(work)
+        committed: bool = self._retrying(work)
+        return committed

@@ -156,14 +156,39 @@ def _walk(value: Any) -> Iterator[tuple[Any, int]]:
             stack.extend((child, depth + 1) for child in item)
 
 
+def _nests_too_deep(document: Any) -> bool:
+    """Whether a value sits deeper than ``MAX_JSON_DEPTH`` (the root is level 1; a key or an element is one
+    level below its container): whether a non-empty object or array sits at that level or below. Only the
+    containers are visited, without a generator: a log-batch body holds thousands of values."""
+    stack = [(document, 1)] if type(document) is dict or type(document) is list else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        if not children:
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            return True
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
 def problem_in_document(document: Any, any_root: bool = False) -> str | None:
-    if isinstance(document, str):  # MLflow accepts the JSON of old clients encoded twice
+    """What is wrong with a document ``decode_json`` decoded, or None. No string of such a document holds a
+    NUL (``decode_json`` refuses the body), except in the JSON of an old client, encoded twice."""
+    encoded_twice = isinstance(document, str)
+    if encoded_twice:  # MLflow accepts the JSON of old clients encoded twice
         try:
             document = json.loads(document)
         except (ValueError, RecursionError):
             return "Malformed request body: expected a JSON object."
     if not any_root and not isinstance(document, dict | None):
         return "Malformed request body: expected a JSON object at the root."
+    if not encoded_twice:
+        if _nests_too_deep(document):
+            return f"Malformed request body: nested more than {MAX_JSON_DEPTH} levels."
+        return None
     for item, depth in _walk(document):
         if depth > MAX_JSON_DEPTH:
             return f"Malformed request body: nested more than {MAX_JSON_DEPTH} levels."
@@ -175,7 +200,8 @@ def problem_in_document(document: Any, any_root: bool = False) -> str | None:
 def decode_json(raw: bytes) -> tuple[Any, str | None]:
     if not raw.strip():
         return None, None
-    if _ESCAPED_NUL.search(raw) or b"\x00" in raw:
+    # The pattern only where its text is (JSON's escapes are lower case; upper case is refused anyway).
+    if b"\x00" in raw or ((b"u0000" in raw or b"U0000" in raw) and _ESCAPED_NUL.search(raw)):
         return None, MESSAGE_NUL
     try:
         return json.loads(raw), None
@@ -217,10 +243,15 @@ def _is_int64(value: Any) -> bool:
 def problem_in_metric(metric: Any, where: str) -> str | None:
     if not isinstance(metric, dict):
         return f"Malformed request: {where} must be an object."
-    if "value" in metric and metric["value"] is not None and not _is_number(metric["value"]):
+    value = metric.get("value")
+    # The types a client sends first (a float, an int in range), then the full checks.
+    if value is not None and type(value) is not float and type(value) is not int and not _is_number(value):
         return f"Malformed request: {where}.value must be a number."
     for field in ("timestamp", "step"):
-        if metric.get(field) is not None and not _is_int64(metric[field]):
+        number = metric.get(field)
+        if number is None or (type(number) is int and -INT64_MAX - 1 <= number <= INT64_MAX):
+            continue
+        if not _is_int64(number):
             return f"Malformed request: {where}.{field} must be a 64-bit integer."
     return None
 

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import exc as sa
 
 from mlflow_ext.auth import guard
@@ -66,6 +68,63 @@ def test_malformed_bodies_are_refused(path, body):
 )
 def test_well_formed_bodies_pass(path, body):
     assert guard.checked_body(path, body)[1] is None
+
+
+def _nested(depth: int, kind: str, leaf: Any) -> Any:
+    """``leaf`` under ``depth - 1`` containers of ``kind`` (the root too): the leaf is at level ``depth``."""
+    value = leaf
+    for _ in range(depth - 1):
+        value = {"k": value} if kind == "object" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["object", "array"])
+@pytest.mark.parametrize("leaf", [1, "text", {}, [], {"k": 1}])
+def test_nesting_is_refused_one_level_past_the_limit_and_not_at_it(kind, leaf):
+    def body(depth: int) -> bytes:  # an object at the root, then containers of `kind`
+        return json.dumps({"k": _nested(depth - 1, kind, leaf)}).encode()
+
+    # An empty container is a value, not a level: {"k": {}} is two levels deep.
+    levels = guard.MAX_JSON_DEPTH - (1 if leaf == {"k": 1} else 0)
+    assert guard.checked_body("/api/2.0/mlflow/runs/create", body(levels))[1] is None
+    problem = guard.checked_body("/api/2.0/mlflow/runs/create", body(levels + 1))[1]
+    assert problem is not None and "nested more than" in problem
+
+
+# Documents of every shape, some nesting near the limit: containers of scalars, containers and deep chains.
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3))
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(max_size=2), inner, max_size=3),
+        st.builds(_nested, st.integers(50, 70), st.sampled_from(["object", "array"]), inner),
+    ),
+    max_leaves=12,
+).map(lambda document: {"k": document})
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents)
+def test_the_depth_check_agrees_with_a_walk_of_every_value(document):
+    # The reference: every value with its depth, keys and elements one level below their container.
+    too_deep = any(depth > guard.MAX_JSON_DEPTH for _item, depth in guard._walk(document))
+    problem = guard.checked_body("/api/2.0/mlflow/runs/create", json.dumps(document).encode())[1]
+    assert (problem is not None and "nested more than" in problem) == too_deep
+
+
+texts = st.text(alphabet=st.sampled_from("ab\\x00\u00e9\\"), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(texts, texts | st.lists(texts, max_size=2), max_size=3))
+def test_a_body_is_refused_exactly_when_a_string_in_it_holds_a_nul(document):
+    holds_nul = any(isinstance(item, str) and "\x00" in item for item, _depth in guard._walk(document))
+    problem = guard.checked_body("/api/2.0/mlflow/runs/create", json.dumps(document).encode())[1]
+    assert (problem == guard.MESSAGE_NUL) == holds_nul
+    # The JSON of an old client, encoded twice, too.
+    twice = json.dumps(json.dumps(document)).encode()
+    assert (guard.checked_body("/api/2.0/mlflow/runs/create", twice)[1] == guard.MESSAGE_NUL) == holds_nul
 
 
 def test_query_and_path_checks():
