@@ -263,6 +263,29 @@ def test_process_lifecycle_deploy_redeploy_rollback_stop(fake_target):
     assert removed.status == "removed" and not target.directory("iris-champion").exists()
 
 
+def test_the_server_keeps_its_bytecode_in_its_state_and_a_pruned_version_loses_it(fake_target):
+    """The venv is installed without bytecode: the server compiles what it imports into state/pycache (its
+    PYTHONPYCACHEPREFIX, writable under a systemd unit), and the bytecode of a pruned version goes with it."""
+    target, deployed = fake_target
+    deployed.append("iris-champion")
+    first = target.deploy(DeployRequest("iris-champion", "iris", "1", "champion"))
+    directory = Path(first.details["directory"])
+    pycache = directory / "state" / "pycache"
+    assert first.details["environment"]["PYTHONPYCACHEPREFIX"] == str(pycache)
+    # The server's own imports (http.server here) were compiled into the prefix, not next to their sources.
+    assert any(pycache.rglob("server.*.pyc"))
+    version_1 = local._pycache(directory, Path(first.details["model_dir"]))
+    assert version_1 == pycache / str(directory / "models" / "v1").lstrip("/")
+    version_1.mkdir(parents=True, exist_ok=True)
+    (version_1 / "__pycache__").mkdir(exist_ok=True)
+
+    target.deploy(DeployRequest("iris-champion", "iris", "2", "champion"))
+    assert version_1.exists()  # the previous version is kept for a rollback, and its bytecode
+    third = target.deploy(DeployRequest("iris-champion", "iris", "3", "champion"))
+    assert not (directory / "models" / "v1").exists() and not version_1.exists()
+    assert any(pycache.rglob("server.*.pyc")) and local.answers(third.endpoint)
+
+
 def test_a_taken_port_fails_with_its_number(fake_target):
     import socket
 
