@@ -249,6 +249,50 @@ def _print_where_time_goes(what: str, log_offset: int | None, path: str, client_
     )
 
 
+# The provisioned platform's processes by what they are, from their command lines: the tracking server's
+# workers (its venv), PostgreSQL's backends of the platform's cluster, nginx, SeaweedFS.
+PROCESS_GROUPS = (
+    ("server", "/opt/mlflow/venv/"),
+    ("postgres", "postgres: 15/main"),
+    ("nginx", "nginx"),
+    ("seaweedfs", "/opt/seaweedfs/"),
+)
+
+
+def _cpu_seconds_by_group() -> dict[tuple[str, int], float]:
+    """CPU seconds (user + system) so far of every platform process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = next((name for name, marker in PROCESS_GROUPS if marker in command), None)
+        if group is not None:
+            seconds[(group, pid)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def _print_cpu_split(what: str, before: dict, after: dict, clients: float, operations: int) -> None:
+    """CPU ms per operation of each group between two readings, and of the clients: what the machine's two
+    cores are spent on."""
+    spent: dict[str, float] = {"clients": clients}
+    for (group, pid), seconds in after.items():
+        spent[group] = spent.get(group, 0.0) + seconds - before.get((group, pid), 0.0)
+    parts = ", ".join(f"{name} {seconds / operations * 1000:.1f}" for name, seconds in sorted(spent.items()))
+    print(
+        f"   CPU ms per {what}: {parts}; in all {sum(spent.values()) / operations * 1000:.1f}",
+        flush=True,
+    )
+
+
 def log_metric_latency(target: Target) -> dict:
     """One keep-alive client logging metrics one by one; through the proxy, also where the time went."""
     from mlflow import MlflowClient
@@ -260,10 +304,14 @@ def log_metric_latency(target: Target) -> dict:
         for step in range(10):  # warm the keep-alive connection and the server's caches
             client.log_metric(run_id, "warmup", 0.0, step=step)
         durations = []
+        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
         for step in range(LOG_METRIC_CALLS):
             start = time.perf_counter()
             client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
             durations.append(time.perf_counter() - start)
+        if target.proxied:
+            client_cpu = time.process_time() - cpu
+            _print_cpu_split("log_metric", cpu_before, _cpu_seconds_by_group(), client_cpu, LOG_METRIC_CALLS)
     result = {
         "p50_ms": statistics.median(durations) * 1000,
         "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
@@ -286,10 +334,10 @@ def _batch_client(env: dict[str, str], run_id: str, barrier: Any, results: Any) 
         ]
         client.log_batch(run_id, metrics=batches[0])  # warm: connection, TLS session, the server's caches
         barrier.wait()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for metrics in batches[1:]:
             client.log_batch(run_id, metrics=metrics)
-        results.put(time.perf_counter() - started)
+        results.put((time.perf_counter() - started, time.process_time() - cpu))
 
 
 def log_batch_throughput(target: Target, clients: int) -> dict:
@@ -312,9 +360,17 @@ def log_batch_throughput(target: Target, clients: int) -> dict:
     try:
         barrier.wait(timeout=300)
         started = time.perf_counter()
-        for _ in processes:
-            results.get(timeout=600)
+        cpu_before = _cpu_seconds_by_group() if target.proxied else {}
+        client_cpu = sum(results.get(timeout=600)[1] for _ in processes)
         elapsed = time.perf_counter() - started
+        if target.proxied:
+            _print_cpu_split(
+                f"log_batch(1000) with {clients} client(s)",
+                cpu_before,
+                _cpu_seconds_by_group(),
+                client_cpu,
+                clients * BATCHES_PER_CLIENT,
+            )
     finally:
         for process in processes:
             process.join(timeout=60)
