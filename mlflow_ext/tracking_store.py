@@ -18,12 +18,14 @@ a lock, insert, update, commit). Here:
 
 - ``log_metric``, ``log_param``, ``set_tag``: one statement, one round trip in autocommit. A common table
   expression reads the run and writes only when it exists and is active; its answer says which happened.
-- ``log_batch``: one query reads the run and the batch's existing params, then one transaction: the metrics
-  through ``COPY`` into a temporary table, then one multi-statement string that moves them into ``metrics``
-  (``ON CONFLICT DO NOTHING``: MLflow keeps one row per identical metric), upserts ``latest_metrics``
-  set-based (the batch's newest per key, by step, then timestamp, then value, the first of equals winning,
-  replacing the stored row only when strictly newer, as MLflow compares), inserts the new params and
-  upserts the tags (the last value of a key wins).
+- ``log_batch``: one transaction: the metrics through ``COPY`` straight into ``metrics``, then one
+  multi-statement string that inserts the new params, upserts ``latest_metrics`` set-based (the batch's
+  newest per key, by step, then timestamp, then value, the first of equals winning, replacing the stored row
+  only when strictly newer, as MLflow compares), upserts the tags (the last value of a key wins) and, last,
+  reads the run's state and the batch's params as stored. It commits only when the run is active and every
+  param holds the batch's value; otherwise it rolls back. A batch whose ``COPY`` meets a row logged before
+  (MLflow keeps one row per identical metric: a retried batch, or a metric twice in one) is written again
+  through a temporary table, from which ``ON CONFLICT DO NOTHING`` moves only the new rows.
 
 What stays MLflow's: everything else, and every failure. Values are checked by MLflow's own validators
 (``mlflow_internals``), before any database work and in MLflow's order, so a bad value gets MLflow's error
