@@ -392,14 +392,22 @@ def artifact_upload(target: Target, path: Path) -> dict:
     size_mib = path.stat().st_size / 2**20
     with patched_environ(target.env):
         run_id = _new_run("bench-artifact")
+        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
         start = time.perf_counter()
         MlflowClient().log_artifact(run_id, str(path))
         through_server = time.perf_counter() - start
+        if target.proxied:
+            what = f"{size_mib:.0f} MiB upload through the server"
+            _print_cpu_split(what, cpu_before, _cpu_seconds_by_group(), time.process_time() - cpu, 1)
     result = {"server_mib_per_s": size_mib / through_server}
     if target.s3_client is not None:
+        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
         start = time.perf_counter()
         target.s3_client.upload_file(str(path), target.bucket, f"bench/{uuid.uuid4().hex}/{path.name}")
         result["direct_s3_mib_per_s"] = size_mib / (time.perf_counter() - start)
+        if target.proxied:
+            what = f"{size_mib:.0f} MiB direct S3 PUT"
+            _print_cpu_split(what, cpu_before, _cpu_seconds_by_group(), time.process_time() - cpu, 1)
     return result
 
 
