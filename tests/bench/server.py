@@ -39,6 +39,7 @@ LOG_METRIC_CALLS = int(os.environ.get("BENCH_LOG_METRIC_CALLS", "300"))
 BATCHES_PER_CLIENT = int(os.environ.get("BENCH_BATCHES_PER_CLIENT", "10"))
 ARTIFACT_MIB = int(os.environ.get("BENCH_ARTIFACT_MIB", "256"))
 CLIENT_BODY_ROUNDS = int(os.environ.get("BENCH_CLIENT_BODY_ROUNDS", "40"))
+WARM_SECONDS = float(os.environ.get("BENCH_WARM_SECONDS", "15"))
 
 
 SERVER_ENV_FILE = Path(os.environ.get("BENCH_SERVER_ENV_FILE", "/etc/mlflow/server.env"))
@@ -293,32 +294,60 @@ def _print_cpu_split(what: str, before: dict, after: dict, clients: float, opera
     )
 
 
-def log_metric_latency(target: Target) -> dict:
-    """One keep-alive client logging metrics one by one; through the proxy, also where the time went."""
+def log_metric_latencies(targets: list[Target]) -> list[dict]:
+    """One keep-alive client per target logging metrics one by one, the targets' calls alternating (in a
+    rotating order), so that a machine that slows down or speeds up meanwhile weighs on each alike.
+
+    The targets' environments are merged (an unauthenticated vanilla server ignores the platform's
+    credentials); each client names its server. A proxied target also gets where the time went, and what
+    each process spent on its calls in a pass of its own afterwards (the others share its database).
+    """
     from mlflow import MlflowClient
 
-    log_offset = PROXY_ACCESS_LOG.stat().st_size if target.proxied and PROXY_ACCESS_LOG.exists() else None
-    with patched_environ(target.env):
-        client = MlflowClient()
-        run_id = _new_run("bench-latency")
-        for step in range(10):  # warm the keep-alive connection and the server's caches
-            client.log_metric(run_id, "warmup", 0.0, step=step)
-        durations = []
-        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
+    env: dict[str, str] = {}
+    for target in reversed(targets):
+        env.update(target.env)
+    offsets = [
+        PROXY_ACCESS_LOG.stat().st_size if target.proxied and PROXY_ACCESS_LOG.exists() else None
+        for target in targets
+    ]
+    with patched_environ(env):
+        clients = [MlflowClient(target.env["MLFLOW_TRACKING_URI"]) for target in targets]
+        runs = [
+            client.create_run(client.create_experiment(f"bench-latency-{uuid.uuid4().hex[:8]}")).info.run_id
+            for client in clients
+        ]
+        # Warm the keep-alive connections and the servers' caches, and wait out a server's start: a vanilla
+        # server just up answers log_metric at about three times its settled latency for several seconds.
+        warm_until, step = time.monotonic() + WARM_SECONDS, 0
+        while step < 10 or time.monotonic() < warm_until:
+            for client, run_id in zip(clients, runs, strict=True):
+                client.log_metric(run_id, "warmup", 0.0, step=step)
+            step += 1
+        durations: list[list[float]] = [[] for _ in targets]
         for step in range(LOG_METRIC_CALLS):
-            start = time.perf_counter()
-            client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
-            durations.append(time.perf_counter() - start)
-        if target.proxied:
-            client_cpu = time.process_time() - cpu
-            _print_cpu_split("log_metric", cpu_before, _cpu_seconds_by_group(), client_cpu, LOG_METRIC_CALLS)
-    result = {
-        "p50_ms": statistics.median(durations) * 1000,
-        "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
-        "req_per_s": len(durations) / sum(durations),
-    }
-    _print_where_time_goes("log_metric", log_offset, "/api/2.0/mlflow/runs/log-metric", result["p50_ms"])
-    return result
+            for index in [(step + shift) % len(targets) for shift in range(len(targets))]:
+                start = time.perf_counter()
+                clients[index].log_metric(runs[index], "loss", 1.0 / (step + 1), step=step)
+                durations[index].append(time.perf_counter() - start)
+        for target, client, run_id in zip(targets, clients, runs, strict=True):
+            if target.proxied:
+                calls = max(LOG_METRIC_CALLS // 3, 1)
+                cpu_before, cpu = _cpu_seconds_by_group(), time.process_time()
+                for step in range(calls):
+                    client.log_metric(run_id, "cpu", 1.0, step=step)
+                client_cpu = time.process_time() - cpu
+                _print_cpu_split("log_metric", cpu_before, _cpu_seconds_by_group(), client_cpu, calls)
+    results = []
+    for offset, measured in zip(offsets, durations, strict=True):
+        result = {
+            "p50_ms": statistics.median(measured) * 1000,
+            "p95_ms": statistics.quantiles(measured, n=20)[18] * 1000,
+            "req_per_s": len(measured) / sum(measured),
+        }
+        _print_where_time_goes("log_metric", offset, "/api/2.0/mlflow/runs/log-metric", result["p50_ms"])
+        results.append(result)
+    return results
 
 
 def _batch_client(env: dict[str, str], run_id: str, barrier: Any, results: Any) -> None:
@@ -476,7 +505,7 @@ def run(results_dir: Path) -> list[dict]:
             note = platform.label
             assert platform.backend is not None
             with careful_vanilla_server(platform.backend) as careful:
-                p, c = log_metric_latency(platform), log_metric_latency(careful)
+                p, c = log_metric_latencies([platform, careful])
                 print(
                     f"   log_metric p50/p95 ms: platform {p['p50_ms']:.2f}/{p['p95_ms']:.2f}, "
                     f"careful vanilla {c['p50_ms']:.2f}/{c['p95_ms']:.2f}",
@@ -535,7 +564,7 @@ def run(results_dir: Path) -> list[dict]:
                     )
                 )
             with vanilla_server() as vanilla:
-                v = log_metric_latency(vanilla)
+                (v,) = log_metric_latencies([vanilla])
                 rows.append(
                     _row(
                         "log_metric p50 latency (ms), 1 client, vs vanilla defaults",
