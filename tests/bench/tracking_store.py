@@ -69,6 +69,9 @@ def _copy(connection: Any, run_id: str, metrics: list[Any]) -> None:
 
 
 def _client(kind: str, uri: str, artifacts: str, run_id: str, barrier: Any, results: Any) -> None:
+    import gc
+
+    gc.freeze()  # a client process of its own heap, as the server bench's clients (see _batch_client there)
     batches = [_batch(i) for i in range(BATCHES + 1)]
     if kind == "copy":
         import psycopg2
