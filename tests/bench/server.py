@@ -281,11 +281,19 @@ def _cpu_seconds_by_group() -> dict[tuple[str, int], float]:
     return seconds
 
 
-def _print_cpu_split(what: str, before: dict, after: dict, clients: float, operations: int) -> None:
-    """CPU ms per operation of each group between two readings, and of the clients: what the machine's two
-    cores are spent on."""
-    spent: dict[str, float] = {"clients": clients}
-    for (group, pid), seconds in after.items():
+@contextlib.contextmanager
+def _cpu_split(what: str, operations: int, enabled: bool = True) -> Iterator[dict[str, float]]:
+    """Print the CPU ms per operation that each platform process group spent during the block, and the
+    clients: this process's own time, unless the block sets ``clients`` (client processes of their own).
+    What the machine's two cores are spent on."""
+    if not enabled:
+        yield {}
+        return
+    before, cpu = _cpu_seconds_by_group(), time.process_time()
+    spent: dict[str, float] = {}
+    yield spent
+    spent.setdefault("clients", time.process_time() - cpu)
+    for (group, pid), seconds in _cpu_seconds_by_group().items():
         spent[group] = spent.get(group, 0.0) + seconds - before.get((group, pid), 0.0)
     parts = ", ".join(f"{name} {seconds / operations * 1000:.1f}" for name, seconds in sorted(spent.items()))
     print(
@@ -333,11 +341,9 @@ def log_metric_latencies(targets: list[Target]) -> list[dict]:
         for target, client, run_id in zip(targets, clients, runs, strict=True):
             if target.proxied:
                 calls = max(LOG_METRIC_CALLS // 3, 1)
-                cpu_before, cpu = _cpu_seconds_by_group(), time.process_time()
-                for step in range(calls):
-                    client.log_metric(run_id, "cpu", 1.0, step=step)
-                client_cpu = time.process_time() - cpu
-                _print_cpu_split("log_metric", cpu_before, _cpu_seconds_by_group(), client_cpu, calls)
+                with _cpu_split("log_metric", calls):
+                    for step in range(calls):
+                        client.log_metric(run_id, "cpu", 1.0, step=step)
     results = []
     for offset, measured in zip(offsets, durations, strict=True):
         result = {
@@ -395,17 +401,10 @@ def log_batch_throughput(target: Target, clients: int) -> dict:
     try:
         barrier.wait(timeout=300)
         started = time.perf_counter()
-        cpu_before = _cpu_seconds_by_group() if target.proxied else {}
-        client_cpu = sum(results.get(timeout=600)[1] for _ in processes)
-        elapsed = time.perf_counter() - started
-        if target.proxied:
-            _print_cpu_split(
-                f"log_batch(1000) with {clients} client(s)",
-                cpu_before,
-                _cpu_seconds_by_group(),
-                client_cpu,
-                clients * BATCHES_PER_CLIENT,
-            )
+        what = f"log_batch(1000) with {clients} client(s)"
+        with _cpu_split(what, clients * BATCHES_PER_CLIENT, target.proxied) as spent:
+            spent["clients"] = sum(results.get(timeout=600)[1] for _ in processes)
+            elapsed = time.perf_counter() - started
     finally:
         for process in processes:
             process.join(timeout=60)
@@ -427,22 +426,16 @@ def artifact_upload(target: Target, path: Path) -> dict:
     size_mib = path.stat().st_size / 2**20
     with patched_environ(target.env):
         run_id = _new_run("bench-artifact")
-        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
-        start = time.perf_counter()
-        MlflowClient().log_artifact(run_id, str(path))
-        through_server = time.perf_counter() - start
-        if target.proxied:
-            what = f"{size_mib:.0f} MiB upload through the server"
-            _print_cpu_split(what, cpu_before, _cpu_seconds_by_group(), time.process_time() - cpu, 1)
+        with _cpu_split(f"{size_mib:.0f} MiB upload through the server", 1, target.proxied):
+            start = time.perf_counter()
+            MlflowClient().log_artifact(run_id, str(path))
+            through_server = time.perf_counter() - start
     result = {"server_mib_per_s": size_mib / through_server}
     if target.s3_client is not None:
-        cpu_before, cpu = _cpu_seconds_by_group() if target.proxied else {}, time.process_time()
-        start = time.perf_counter()
-        target.s3_client.upload_file(str(path), target.bucket, f"bench/{uuid.uuid4().hex}/{path.name}")
-        result["direct_s3_mib_per_s"] = size_mib / (time.perf_counter() - start)
-        if target.proxied:
-            what = f"{size_mib:.0f} MiB direct S3 PUT"
-            _print_cpu_split(what, cpu_before, _cpu_seconds_by_group(), time.process_time() - cpu, 1)
+        with _cpu_split(f"{size_mib:.0f} MiB direct S3 PUT", 1, target.proxied):
+            start = time.perf_counter()
+            target.s3_client.upload_file(str(path), target.bucket, f"bench/{uuid.uuid4().hex}/{path.name}")
+            result["direct_s3_mib_per_s"] = size_mib / (time.perf_counter() - start)
     return result
 
 
