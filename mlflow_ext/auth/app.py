@@ -12,7 +12,9 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
 4. MLflow's auth store is wrapped so its writes bump the generation counter and its reads on the
    authorization path are memoised per generation, and runs' experiments are remembered (``memo``);
 5. MLflow's FastAPI permission middleware is fronted by a pure-ASGI one (``asgi``) that hands the
-   requests MLflow's middleware would only pass on straight to Flask, without its per-request cost;
+   requests MLflow's middleware would only pass on straight to Flask, without its per-request cost,
+   and Flask is served through a WSGI bridge that hands a small answer to the event loop once
+   (``wsgi_bridge``);
 6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all;
 7. a new model version gets the authenticated user as its ``user_id`` (``registrant``).
 8. the guard's decoded request body is Flask's request JSON, and well-formed log-batch bodies are
@@ -45,6 +47,7 @@ from mlflow_ext.auth import (
     registrant,
     routes,
     ui_features,
+    wsgi_bridge,
 )
 from mlflow_ext.auth.audit import AuditLog
 from mlflow_ext.auth.cache import CredentialCache
@@ -109,6 +112,7 @@ def create_app() -> Any:
     registrant.install(flask_app)  # who registered a version: its user_id
     artifact_access.install(flask_app, os.environ)  # no presigned URLs of a store clients cannot reach
     asgi.install(served, flask_app)
+    wsgi_bridge.install(served, flask_app)  # Flask's answers handed to the event loop once
     # Malformed requests and database failures: MLflow's error JSON, never a 500 page or a leak.
     guard.install(served, flask_app)
     # Stock features the platform does not configure (assistant, demo data, MCP registry): 404 when off;
