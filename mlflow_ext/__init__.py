@@ -17,7 +17,8 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
   versioned indexes on MLflow's tables), ``registry_store`` (the PostgreSQL registry store, through
   ``mlflow.model_registry_store``), ``rest_store`` (the clients' store for http(s) tracking URIs,
   through ``mlflow.tracking_store``);
-- the foundation: ``settings``, ``errors``, ``pglock``, ``migrations`` (versioned schemas of our own
+- the foundation: ``settings``, ``errors``, ``pglock``, ``db_pools`` (pools without the ping for the
+  per-request statements), ``migrations`` (versioned schemas of our own
   tables), ``mlflow_internals``, ``progress`` (progress of long work on stderr).
 """
 

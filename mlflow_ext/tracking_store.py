@@ -55,6 +55,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from mlflow_ext import mlflow_internals, settings
+from mlflow_ext.db_pools import unpinged_engine
 
 RUN_NAME_TAG = "mlflow.runName"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME
 ACTIVE = "active"  # mlflow.entities.LifecycleStage.ACTIVE
@@ -313,6 +314,10 @@ class _Duplicate(Exception):
     """A batch's direct COPY met a metric row logged before (or twice in the batch)."""
 
 
+class _Dropped(Exception):
+    """The database dropped the connection under a statement (a restart, or an idle connection closed)."""
+
+
 class PostgresHotPaths:
     """The write hot paths in plain SQL (see the module docstring), mixed in before MLflow's
     ``SqlAlchemyStore`` by ``store_class``: ``super()`` is MLflow's method, ``self.engine`` its engine."""
@@ -542,20 +547,32 @@ class PostgresHotPaths:
         if not committed:
             raise _Refused
 
+    @functools.cached_property
+    def _hot_engine(self) -> Any:
+        """The hot paths' pool: MLflow's engine's settings without its ping on every checkout (a round
+        trip per write); a dropped connection is noticed by the statement, and the write runs again."""
+        return unpinged_engine(self.engine)
+
     @contextlib.contextmanager
     def _connection(self, autocommit: bool) -> Iterator[Any]:
-        """A psycopg2 connection of the store's pool; without autocommit, one transaction committed at the
-        end. A connection the server dropped is discarded, never handed out again."""
-        pooled = self.engine.raw_connection()
+        """A psycopg2 connection of the hot paths' pool; without autocommit, one transaction committed at
+        the end. A connection the server dropped is discarded with every other one pooled beside it (after
+        a restart all are dead), and ``_Dropped`` raised."""
+        import psycopg2
+
+        pooled = self._hot_engine.raw_connection()
         connection = pooled.driver_connection
         try:
             connection.autocommit = autocommit
             yield connection
             if not autocommit:
                 connection.commit()
-        except BaseException:
+        except BaseException as exc:
             if connection.closed:
                 pooled.invalidate()
+                self._hot_engine.dispose()
+                if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+                    raise _Dropped() from exc
             elif not autocommit:
                 with contextlib.suppress(Exception):
                     connection.rollback()
@@ -577,9 +594,18 @@ class PostgresHotPaths:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import BAD_REQUEST, TEMPORARILY_UNAVAILABLE
 
+        dropped = False
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
                 return work()
+            except _Dropped as exc:
+                # Once more on a fresh connection: every hot write is idempotent (the same metric row, param
+                # value or tag again), so a write the database committed before it dropped the connection
+                # does no harm run twice. A second drop is the database going away: 503, retried by clients.
+                if dropped or attempt == DEADLOCK_RETRIES:
+                    message = _database_message(exc.__cause__ or exc)
+                    raise MlflowException(message, TEMPORARILY_UNAVAILABLE) from exc
+                dropped = True
             except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure) as exc:
                 if attempt == DEADLOCK_RETRIES:
                     raise MlflowException(_database_message(exc), TEMPORARILY_UNAVAILABLE) from exc

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mlflow_ext import migrations
 from mlflow_ext.auth import tokens as token_format
+from mlflow_ext.db_pools import unpinged_engine
 
 # The baseline revision's value, kept in the state row for databases made before migrations existed.
 SCHEMA_VERSION = 1
@@ -188,23 +189,10 @@ _GENERATION_QUERY = select(state_table.c.generation).where(state_table.c.id == 1
 
 
 def generation_engine(engine: Engine) -> Engine:
-    """A pool of its own for the per-request generation read, without pre-ping.
-
-    MLflow's engines ping every connection they hand out (``pool_pre_ping``): one more round trip to
-    the database per checkout. The generation read is a single primary-key read, so a connection that
-    went stale is noticed by the read itself and retried once (``ExtStore.generation``). Only for
-    PostgreSQL, whose connection options all live in the URL; other databases keep the given engine.
-    """
-    if engine.dialect.name != "postgresql":
-        return engine
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import QueuePool
-
-    pool = engine.pool
-    options: dict[str, Any] = {"poolclass": type(pool), "pool_recycle": pool._recycle}
-    if isinstance(pool, QueuePool):
-        options |= {"pool_size": pool.size(), "max_overflow": pool._max_overflow}
-    return create_engine(engine.url, pool_pre_ping=False, **options)
+    """A pool of its own for the per-request generation read: no ping, no transaction (one round trip).
+    A connection that went stale is noticed by the read itself and retried once (``ExtStore.generation``)."""
+    result: Engine = unpinged_engine(engine, autocommit=True)
+    return result
 
 
 class ExtStore:

@@ -2,8 +2,10 @@
 
 A PostgreSQL restart leaves every pooled connection dead. MLflow's engines (tracking, registry and the
 auth store, all made by ``create_sqlalchemy_engine``) ping each connection on checkout
-(``pool_pre_ping``), so a dead one is replaced unseen; the auth app's generation read has a pool of its
-own without the ping and reads once more on a fresh connection instead (``ExtStore.generation``).
+(``pool_pre_ping``), so a dead one is replaced unseen. The per-request statements in plain SQL (the auth
+app's generation read, the tracking store's hot paths) have pools of their own without the ping
+(``mlflow_ext.db_pools``) and run once more on a fresh connection instead (``ExtStore.generation``,
+``PostgresHotPaths._retrying``; tests/integration/test_tracking_store_connections.py drops them all).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def test_the_generation_pool_skips_the_ping_and_retries_instead():
     own = generation_engine(engine)
     try:
         assert own is not engine and own.pool._pre_ping is False
+        assert own.pool.size() == engine.pool.size() and own.dialect.name == "postgresql"
+        assert own.dialect._on_connect_isolation_level == "AUTOCOMMIT"  # one round trip a read
     finally:
         own.dispose()
         engine.dispose()

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mlflow_ext"
 
 # Bottom to top. A module imports from its own layer's shared pieces or below; features never import
 # each other; only the entry points sit above the features.
-FOUNDATION = ("errors", "settings", "pglock", "migrations", "mlflow_internals", "progress")
+FOUNDATION = ("errors", "settings", "pglock", "db_pools", "migrations", "mlflow_internals", "progress")
 SHARED = (
     "lineage",
     "data",

@@ -1,0 +1,86 @@
+"""The fast tracking store's own pool: no ping per write, and writes that survive the database dropping
+every pooled connection (what a PostgreSQL restart does) without an error reaching the client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.services import SchemaCluster, mlflow_schema_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SchemaCluster]:
+    with mlflow_schema_cluster() as made:
+        yield made
+
+
+@pytest.fixture
+def store(cluster: SchemaCluster, request) -> Iterator[Any]:
+    from mlflow_ext.tracking_store import PostgresTrackingStore
+
+    name = f"conn_{request.node.name[-20:].lower().replace('[', '_').replace(']', '')}"
+    made = PostgresTrackingStore(cluster.copy(name), cluster.artifacts)
+    made.database = name
+    yield made
+    made._hot_engine.dispose()
+    made.engine.dispose()
+
+
+def _drop_connections(cluster: SchemaCluster, database: str) -> int:
+    """What a restart does to a pool: the server ends every session of ``database``."""
+    assert database.isidentifier()  # the test's own name, safe in the statement
+    out = cluster.pg.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    return int(out)
+
+
+def test_the_hot_paths_pool_does_not_ping_mlflows_does(store):
+    assert store._hot_engine is not store.engine
+    assert store._hot_engine.pool._pre_ping is False
+    assert store.engine.pool._pre_ping is True
+
+
+def test_writes_after_the_database_dropped_every_pooled_connection_succeed_once(cluster, store):
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = store.create_run(store.create_experiment("dropped"), "u", 0, [], "r").info.run_id
+    # Several connections in the pool, as a busy worker has.
+    barrier = threading.Barrier(3)
+
+    def hold() -> None:
+        with store._connection(autocommit=True) as connection, connection.cursor() as cursor:
+            barrier.wait(timeout=30)
+            cursor.execute("SELECT 1")
+
+    threads = [threading.Thread(target=hold) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert store._hot_engine.pool.checkedin() >= 3
+
+    writes = [
+        lambda: store.log_metric(run_id, Metric("loss", 0.5, 1000, 1)),
+        lambda: store.log_param(run_id, Param("lr", "0.1")),
+        lambda: store.set_tag(run_id, RunTag("team", "a")),
+        lambda: store.log_batch(run_id, [Metric("acc", 0.9, 1000, 1)], [Param("lr", "0.1")], []),
+    ]
+    for write in writes:
+        assert _drop_connections(cluster, store.database) >= 1
+        time.sleep(0.2)  # the sessions are gone before the write
+        write()
+
+    run = store.get_run(run_id)
+    assert run.data.metrics == {"loss": 0.5, "acc": 0.9}
+    assert run.data.params == {"lr": "0.1"}
+    assert run.data.tags["team"] == "a"
+    assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5]  # written once
