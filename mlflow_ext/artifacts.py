@@ -22,7 +22,9 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
 
 from mlflow_ext import mlflow_internals
 
-# S3 parts are at least 5 MiB (but the last); 10 MiB x 4 in flight keeps ~50 MiB per upload.
+# S3 parts are at least 5 MiB (but the last); 10 MiB x 4 in flight keeps ~50 MiB per upload. A part is
+# the request's chunks as they came (each a few dozen KiB), joined once they reach PART_SIZE: one copy of
+# the body, where cutting exact parts out of a growing buffer took three.
 PART_SIZE = 10 * 2**20
 PARTS_IN_FLIGHT = 4
 # What S3 (and SeaweedFS) answer for an object that is not there: GetObject and HeadObject.
@@ -79,7 +81,8 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         client = mlflow_internals.s3_client(self)
         object_args = self._object_args(artifact_file_name)
         owner = mlflow_internals.s3_bucket_owner_params(self)
-        buffer = bytearray()
+        pending: list[bytes] = []  # chunks received and not yet sent
+        pending_size = 0
         upload_id: str | None = None
         sent: list[asyncio.Task] = []
 
@@ -113,19 +116,21 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
 
         try:
             async for chunk in chunks:
-                buffer += chunk
-                while len(buffer) >= PART_SIZE:
-                    body = bytes(buffer[:PART_SIZE])
-                    del buffer[:PART_SIZE]
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= PART_SIZE:
+                    body = b"".join(pending)
+                    pending.clear()
+                    pending_size = 0
                     await send_part(body)
             if upload_id is None:
                 # Smaller than one part: a single PUT.
                 await asyncio.to_thread(
-                    client.put_object, Bucket=bucket, Key=key, Body=bytes(buffer), **object_args
+                    client.put_object, Bucket=bucket, Key=key, Body=b"".join(pending), **object_args
                 )
                 return
-            if buffer:
-                await send_part(bytes(buffer))
+            if pending:
+                await send_part(b"".join(pending))
             results = await asyncio.gather(*sent)
             parts = [{"ETag": r["ETag"], "PartNumber": n} for n, r in enumerate(results, start=1)]
             await asyncio.to_thread(

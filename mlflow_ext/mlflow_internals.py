@@ -200,6 +200,14 @@ NATIVE_FASTAPI_ROUTES = Internal(_AUTH, "_native_fastapi_routes", "mlflow_ext.au
 KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS = Internal(
     _AUTH, "_KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS", "mlflow_ext.auth.asgi", kind=tuple
 )
+# Which requests MLflow's permission middleware hands to its native artifact routes, and whether it reads
+# their body for an after-request handler (``auth.asgi`` streams uploads past ``BaseHTTPMiddleware``).
+NATIVE_ARTIFACT_PATH = Internal(
+    _AUTH, "_is_native_fastapi_proxy_artifact_path", "mlflow_ext.auth.asgi", params=("path", "method")
+)
+FIND_FASTAPI_AFTER_REQUEST_HANDLER = Internal(
+    _AUTH, "_find_fastapi_after_request_handler", "mlflow_ext.auth.asgi", params=("path", "method")
+)
 BASIC_AUTH_FAIL_CLOSED = Internal(
     "mlflow.environment_variables",
     "MLFLOW_BASIC_AUTH_FAIL_CLOSED",
@@ -581,6 +589,8 @@ INTERNALS: tuple[Internal, ...] = (
     SCOPE_MATCHES_NATIVE_ROUTE,
     NATIVE_FASTAPI_ROUTES,
     KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS,
+    NATIVE_ARTIFACT_PATH,
+    FIND_FASTAPI_AFTER_REQUEST_HANDLER,
     BASIC_AUTH_FAIL_CLOSED,
     RESOLVE_REQUEST_WORKSPACE,
     WORKSPACE_HEADER,
@@ -940,6 +950,16 @@ def native_fastapi_routes(app: Any) -> list[Any]:
 def ungated_fastapi_route_markers() -> tuple[str, ...]:
     """Path fragments of native FastAPI routes MLflow's fail-closed net lets through."""
     return tuple(resolve(KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS))
+
+
+def is_native_artifact_path(path: str, method: str) -> bool:
+    """True when MLflow serves this artifact request on its native FastAPI route (upload or download)."""
+    return bool(_call(NATIVE_ARTIFACT_PATH, path, method))
+
+
+def fastapi_after_request_handler(path: str, method: str) -> Any:
+    """The handler MLflow's FastAPI permission middleware runs after the call (it reads the body), or None."""
+    return _call(FIND_FASTAPI_AFTER_REQUEST_HANDLER, path, method)
 
 
 def basic_auth_fail_closed() -> bool:

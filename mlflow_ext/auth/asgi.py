@@ -21,6 +21,17 @@ takes each one's place and, on the fixed Flask paths, does what the dispatcher d
 of the next app, with MLflow's own functions: the same workspace resolved from the same path and header,
 bound before and cleared after; the gateway's prefix computed as MLflow computes it. When the workspace
 cannot be resolved, or the path is the gateway's, MLflow's dispatcher runs as before and answers.
+
+Uploads to MLflow's native artifact route (``PUT /api/2.0/mlflow-artifacts/artifacts/{path}``) go
+through all three dispatchers, and ``BaseHTTPMiddleware`` hands the route every chunk of the body through
+a task group of its own, in each of them: for a 256 MiB model, a third of the server's CPU (most of
+what the event loop did besides parsing HTTP and cutting parts). ``StreamFront`` runs MLflow's dispatch
+function itself there, with a ``call_next`` that calls the next app with the request's own ``receive``
+(the body goes straight to the route) and collects its answer, which the dispatch then gets as it gets
+it from Starlette: status, headers and body. That holds as long as the dispatch reads no body, which
+MLflow's dispatchers only do for an after-request handler (asked of MLflow for each request: none for
+uploads); the request the dispatch sees refuses to be read, so a later MLflow that did read it would
+fail loudly instead of robbing the route of its body.
 """
 
 from __future__ import annotations
@@ -165,16 +176,97 @@ def _dispatchers(middleware: list[Any], name: str) -> list[int]:
     ]
 
 
-def _guarded(dispatch: Any) -> Callable[[ASGIApp], ASGIApp]:
+def streams_upload(scope: Scope) -> bool:
+    """True for a request MLflow's native upload route takes, whose body no dispatcher of MLflow reads."""
+    path, method = scope["path"], scope["method"]
+    return (
+        method == "PUT"
+        and mlflow_internals.is_native_artifact_path(path, method)
+        and mlflow_internals.fastapi_after_request_handler(path, method) is None
+    )
+
+
+async def _no_body() -> Any:
+    raise RuntimeError("the request body goes to the artifact route; MLflow's dispatcher must not read it")
+
+
+async def dispatch_streamed(dispatch: Any, app: ASGIApp, scope: Scope, receive: Any, send: Any) -> None:
+    """MLflow's dispatch function, with a ``call_next`` that calls ``app`` with the request's own receive
+    and answers what ``app`` sent (status, headers, body), as ``BaseHTTPMiddleware``'s does."""
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+
+    async def call_next(request: Any) -> Any:
+        start: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def collect(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        await app(scope, receive, collect)
+        if not start:
+            raise RuntimeError("No response returned.")  # Starlette's words for the same case
+
+        async def content() -> Any:
+            for chunk in body:
+                yield chunk
+
+        response = StreamingResponse(content(), status_code=start["status"])
+        response.raw_headers = list(start.get("headers", []))
+        return response
+
+    response = await dispatch(Request(scope, _no_body), call_next)
+    await response(scope, receive, send)
+
+
+class StreamFront:
+    """ASGI middleware: one of MLflow's ``BaseHTTPMiddleware`` dispatch functions, run by
+    ``dispatch_streamed`` on uploads to MLflow's native artifact route (``streamed``), and by Starlette's
+    ``BaseHTTPMiddleware`` everywhere else."""
+
+    def __init__(self, app: ASGIApp, dispatch: Any, streamed: Callable[[Scope], bool]) -> None:
+        from starlette.middleware.base import BaseHTTPMiddleware
+
+        self.app = app
+        self.dispatch = dispatch
+        self.streamed = streamed
+        self.guarded = BaseHTTPMiddleware(app, dispatch=dispatch)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.streamed(scope):
+            await dispatch_streamed(self.dispatch, self.app, scope, receive, send)
+            return
+        await self.guarded(scope, receive, send)
+
+
+def _guarded(dispatch: Any, streamed: Callable[[Scope], bool] | None) -> Callable[[ASGIApp], ASGIApp]:
     from starlette.middleware.base import BaseHTTPMiddleware
 
     def guarded(app: ASGIApp) -> ASGIApp:
-        return BaseHTTPMiddleware(app, dispatch=dispatch)
+        if streamed is None:
+            return BaseHTTPMiddleware(app, dispatch=dispatch)
+        return StreamFront(app, dispatch, streamed)
 
     return guarded
 
 
-def _install_dispatch_fronts(middleware: list[Any], flask_paths: list[str]) -> list[str]:
+def _streamed() -> Callable[[Scope], bool] | None:
+    """``streams_upload`` if this MLflow has what it asks; None (MLflow's middleware throughout) if not."""
+    try:
+        mlflow_internals.resolve(mlflow_internals.NATIVE_ARTIFACT_PATH)
+        mlflow_internals.resolve(mlflow_internals.FIND_FASTAPI_AFTER_REQUEST_HANDLER)
+    except MlflowInternalMissing as exc:
+        _logger.warning("Artifact uploads go through MLflow's FastAPI dispatchers unchanged: %s", exc)
+        return None
+    return streams_upload
+
+
+def _install_dispatch_fronts(
+    middleware: list[Any], flask_paths: list[str], streamed: Callable[[Scope], bool] | None
+) -> list[str]:
     """``DispatchFront`` in place of MLflow's workspace and gateway-timing dispatchers; the names replaced."""
     from starlette.middleware import Middleware
 
@@ -195,7 +287,7 @@ def _install_dispatch_fronts(middleware: list[Any], flask_paths: list[str]) -> l
             continue
         dispatch = middleware[found[0]].kwargs["dispatch"]
         middleware[found[0]] = Middleware(
-            DispatchFront, guarded=_guarded(dispatch), flask_paths=flask_paths, around=around
+            DispatchFront, guarded=_guarded(dispatch, streamed), flask_paths=flask_paths, around=around
         )
         replaced.append(name)
     return replaced
@@ -203,14 +295,16 @@ def _install_dispatch_fronts(middleware: list[Any], flask_paths: list[str]) -> l
 
 def install(served: Any, flask_app: Any) -> bool:
     """Put ``PermissionFront`` in place of MLflow's permission middleware, and ``DispatchFront`` in place
-    of its workspace and gateway-timing dispatchers; False if the permission middleware is not found."""
+    of its workspace and gateway-timing dispatchers, each with MLflow's dispatch behind it in a
+    ``StreamFront``; False if the permission middleware is not found."""
     from starlette.middleware import Middleware
 
     middleware = getattr(served, "user_middleware", None)
     if middleware is None or getattr(served, "middleware_stack", None) is not None:
         return False
     flask_paths = fixed_flask_paths(flask_app)
-    _install_dispatch_fronts(middleware, flask_paths)
+    streamed = _streamed()
+    _install_dispatch_fronts(middleware, flask_paths, streamed)
     found = _dispatchers(middleware, PERMISSION_MIDDLEWARE)
     if len(found) != 1:
         _logger.warning("MLflow's FastAPI permission middleware not found once; serving it unchanged")
@@ -224,7 +318,7 @@ def install(served: Any, flask_app: Any) -> bool:
 
     middleware[index] = Middleware(
         PermissionFront,
-        guarded=_guarded(dispatch),
+        guarded=_guarded(dispatch, streamed),
         flask_paths=flask_paths,
         decide=decide,
     )

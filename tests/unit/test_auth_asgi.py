@@ -175,6 +175,128 @@ def test_install_puts_the_fronts_in_place_of_mlflow_s_dispatchers(monkeypatch):
     fronts = [entry for entry in served.user_middleware if entry.cls is asgi.DispatchFront]
     assert [f.kwargs["around"] is asgi.workspace_around for f in fronts] == [False, True]
     assert all(f.kwargs["flask_paths"] == ["/api/2.0/mlflow/runs/log-metric"] for f in fronts)
+    # Behind every front, MLflow's dispatch, streamed on uploads.
+    permission = next(entry for entry in served.user_middleware if entry.cls is asgi.PermissionFront)
+    for entry in [permission, *fronts]:
+        behind = entry.kwargs["guarded"](_Recorder("app", []))
+        assert isinstance(behind, asgi.StreamFront) and behind.streamed is asgi.streams_upload
+
+
+def _upload_scope(path: str = "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/m.bin", method: str = "PUT"):
+    return {**_scope(path, method), "headers": [], "query_string": b""}
+
+
+def test_uploads_to_mlflow_s_native_route_are_streamed_unless_mlflow_reads_their_body(monkeypatch):
+    assert asgi.streams_upload(_upload_scope())
+    assert asgi.streams_upload(_upload_scope("/ajax-api/2.0/mlflow-artifacts/artifacts/1/m.bin"))
+    assert not asgi.streams_upload(_upload_scope(method="GET"))  # downloads stream their answer: not here
+    assert not asgi.streams_upload(_upload_scope("/api/2.0/mlflow/runs/log-metric"))
+    monkeypatch.setattr(mlflow_internals, "fastapi_after_request_handler", lambda path, method: print)
+    assert not asgi.streams_upload(_upload_scope())
+
+
+class _Client:
+    """An ASGI server's side of one request: the body in chunks, and what was sent back."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.sent: list[dict] = []
+        self.answered: asyncio.Event | None = None
+
+    async def receive(self) -> dict:
+        if self.chunks:
+            chunk = self.chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(self.chunks)}
+        self.answered = self.answered or asyncio.Event()
+        await self.answered.wait()  # as uvicorn: nothing more until the client goes
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.answered = self.answered or asyncio.Event()
+            self.answered.set()
+
+
+def _upload_route(received: list[bytes], seen: list):
+    async def route(scope, receive, send) -> None:
+        seen.append(receive)
+        more = True
+        while more:
+            message = await receive()
+            received.append(message["body"])
+            more = message["more_body"]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-route", b"1")]})
+        await send({"type": "http.response.body", "body": b"stored"})
+
+    return route
+
+
+def test_a_streamed_dispatch_hands_the_route_the_request_s_own_receive_and_gets_its_answer():
+    received: list[bytes] = []
+    seen: list = []
+    answers: list = []
+
+    async def dispatch(request, call_next):
+        response = await call_next(request)
+        answers.append((response.status_code, response.headers["x-route"]))
+        response.headers["x-dispatch"] = "1"
+        return response
+
+    client = _Client([b"a" * 70_000, b"b", b"c" * 10])
+    front = asgi.StreamFront(_upload_route(received, seen), dispatch, asgi.streams_upload)
+    asyncio.run(front(_upload_scope(), client.receive, client.send))
+    assert seen == [client.receive]  # no wrapping per chunk
+    assert received == [b"a" * 70_000, b"b", b"c" * 10]
+    assert answers == [(200, "1")]
+    start, *body = client.sent
+    assert start["status"] == 200
+    assert (b"x-route", b"1") in start["headers"] and (b"x-dispatch", b"1") in start["headers"]
+    assert b"".join(message.get("body", b"") for message in body) == b"stored"
+
+
+def test_a_dispatch_that_refuses_answers_and_the_route_never_runs():
+    from starlette.responses import PlainTextResponse
+
+    received: list[bytes] = []
+
+    async def dispatch(request, call_next):
+        return PlainTextResponse("Permission denied", status_code=403)
+
+    client = _Client([b"body"])
+    front = asgi.StreamFront(_upload_route(received, []), dispatch, asgi.streams_upload)
+    asyncio.run(front(_upload_scope(), client.receive, client.send))
+    assert received == []
+    assert client.sent[0]["status"] == 403
+    assert client.sent[1]["body"] == b"Permission denied"
+
+
+def test_a_dispatch_that_reads_the_body_fails_before_the_route_runs():
+    received: list[bytes] = []
+
+    async def dispatch(request, call_next):
+        await request.body()
+        return await call_next(request)
+
+    client = _Client([b"body"])
+    front = asgi.StreamFront(_upload_route(received, []), dispatch, asgi.streams_upload)
+    with pytest.raises(RuntimeError, match="must not read it"):
+        asyncio.run(front(_upload_scope(), client.receive, client.send))
+    assert received == [] and client.sent == [] and client.chunks == [b"body"]
+
+
+def test_other_requests_go_through_base_http_middleware():
+    received: list[bytes] = []
+    seen: list = []
+
+    async def dispatch(request, call_next):
+        return await call_next(request)
+
+    client = _Client([b"body"])
+    front = asgi.StreamFront(_upload_route(received, seen), dispatch, lambda scope: False)
+    asyncio.run(front(_upload_scope(), client.receive, client.send))
+    assert received == [b"body"]
+    assert seen != [client.receive]  # Starlette's wrapped receive
 
 
 class _FakeAuth:
