@@ -318,3 +318,15 @@ def test_a_hashed_lock_becomes_plain_version_pins_for_the_model_venv():
         "    --hash=sha256:cccc\n"
     )
     assert local._pins(lock) == 'alembic==1.20.1\ntomli==2.0.1 ; python_version < "3.11"\n'
+
+
+def test_the_model_venv_install_builds_sdists_into_cacheable_wheels_without_bytecode(tmp_path):
+    venv, requirements, constraints = tmp_path / "venv", tmp_path / "req.txt", tmp_path / "pins.txt"
+    argv = local._pip_install(venv, requirements, constraints)
+    assert argv[:5] == [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+    # Without --use-pep517 the pip that venv bundles installs a setup.py-only sdist (pyspark) with its
+    # legacy `setup.py install`: no wheel, so nothing for pip's cache and every venv builds it again.
+    assert "--use-pep517" in argv and "--no-compile" in argv
+    assert argv[argv.index("-r") + 1] == str(requirements)
+    assert argv[argv.index("-c") + 1] == str(constraints)
+    assert "-c" not in local._pip_install(venv, requirements, None)

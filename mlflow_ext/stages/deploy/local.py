@@ -65,6 +65,30 @@ def _pins(lock: str) -> str:
     return "\n".join(pins) + "\n"
 
 
+def _pip_install(venv: Path, requirements: Path, constraints: Path | None) -> list[str]:
+    """The venv's ``pip install`` of a model's requirements (with the constraints' pins, if any)."""
+    argv = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--no-input",
+        # Byte-compiling every installed module was a third to a half of the install (pyspark alone: half
+        # a minute); the server compiles only what it imports, once, into its PYTHONPYCACHEPREFIX.
+        "--no-compile",
+        # A requirement published only as an sdist without pyproject.toml (pyspark: 456 MB) is built into a
+        # wheel, which pip keeps in its wheel cache for the next venv. Without this, the pip that `venv`
+        # bundles (23.0 on Debian 12) runs its legacy `setup.py install`: no wheel, so every venv downloads
+        # and installs the sdist again. pip 23.1 and later build a wheel there in any case.
+        "--use-pep517",
+        "-r",
+        str(requirements),
+    ]
+    if constraints is not None:
+        argv += ["-c", str(constraints)]
+    return argv
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -365,23 +389,11 @@ class LocalTarget(DeployTarget):
         requirements_file.parent.mkdir(exist_ok=True)
         requirements_file.write_text(requirements)
         steps = [[self.python, "-m", "venv", str(venv)]]
-        install = [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            # Byte-compiling every installed module was a third to a half of the install (pyspark alone: half
-            # a minute); the server compiles only what it imports, once, into its PYTHONPYCACHEPREFIX.
-            "--no-compile",
-            "-r",
-            str(requirements_file),
-        ]
+        constraints_file = None
         if self.constraints:
             constraints_file = directory / "venvs" / f"{digest}.constraints.txt"
             constraints_file.write_text(_pins(constraints))
-            install += ["-c", str(constraints_file)]
-        steps.append(install)
+        steps.append(_pip_install(venv, requirements_file, constraints_file))
         label = "deploy: building the model's environment"
         with open(log_path, "wb") as log, progress.task(label, unit="packages collected") as bar:
             for argv in steps:
