@@ -23,6 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.test_auth_tokens import admin, new_user
+from tests.support.worker_app import WORKER_PRELUDE
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +32,10 @@ UPLOAD = "/api/2.0/mlflow-artifacts/artifacts"
 # MLflow's ``BaseHTTPMiddleware`` dispatchers, by the name of their dispatch function.
 DISPATCHERS = ("fastapi_permission_middleware", "workspace_context_middleware", "gateway_timing_middleware")
 
-DRIVE = r"""
-import asyncio, base64, json, os, sys
-from mlflow_ext import server, settings
-env_file, runtime = sys.argv[1], sys.argv[2]
-values = {**settings.read_env_file(env_file), "MLFLOW_EXT_RUNTIME_DIR": runtime}
-_, env = server.prepare({**os.environ, **values})
-os.environ.update(env)
-os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"
+DRIVE = (
+    WORKER_PRELUDE
+    + r"""
+import asyncio, base64, json
 import mlflow.server as mlflow_server  # what `mlflow server` hands its workers
 os.environ[mlflow_server.BACKEND_STORE_URI_ENV_VAR] = os.environ["MLFLOW_BACKEND_STORE_URI"]
 os.environ[mlflow_server.ARTIFACTS_DESTINATION_ENV_VAR] = os.environ["MLFLOW_ARTIFACTS_DESTINATION"]
@@ -118,6 +115,7 @@ async def main(requests):
 
 print(json.dumps(asyncio.run(main(json.load(sys.stdin)))))
 """
+)
 
 
 def _drive(platform, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

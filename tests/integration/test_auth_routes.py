@@ -18,17 +18,14 @@ import tempfile
 import pytest
 
 from tests.integration.test_auth_tokens import Api, new_user
+from tests.support.worker_app import WORKER_PRELUDE
 
 pytestmark = pytest.mark.integration
 
-DUMP = r"""
-import json, os, re, sys
-from mlflow_ext import server, settings
-env_file, runtime = sys.argv[1], sys.argv[2]
-values = {**settings.read_env_file(env_file), "MLFLOW_EXT_RUNTIME_DIR": runtime}
-_, env = server.prepare({**os.environ, **values})
-os.environ.update(env)
-os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"
+DUMP = (
+    WORKER_PRELUDE
+    + r"""
+import json, re
 from mlflow_ext.auth.app import create_app
 served = create_app()
 import mlflow.server.auth as A
@@ -79,6 +76,7 @@ for route_path, route in walk(served.routes):
         rows.append({"kind": "fastapi", "rule": route_path, "method": method, "decision": decision})
 print(json.dumps({"rows": rows, "fail_closed": os.environ.get("MLFLOW_BASIC_AUTH_FAIL_CLOSED")}))
 """
+)
 
 # Routes MLflow 3.17.2 gives no validator. With MLFLOW_BASIC_AUTH_FAIL_CLOSED (on for this app) they
 # are refused to every non-admin: reviewed, and right for a shared platform (workspace administration,
