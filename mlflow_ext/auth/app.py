@@ -18,7 +18,8 @@ configuration read. It builds on MLflow's basic-auth app instead of replacing it
 6. ``GET /ready`` (``ready``) and ``GET /metrics`` (``metrics``) are answered in front of it all;
 7. a new model version gets the authenticated user as its ``user_id`` (``registrant``).
 8. the guard's decoded request body is Flask's request JSON, and well-formed log-batch bodies are
-   turned into entities without MLflow's protobuf conversion (``log_batch``).
+   turned into entities without MLflow's protobuf conversion (``log_batch``); a log-metric call whose
+   every decision is already known is answered in front of the router and Flask (``log_metric``).
 9. the routes of stock features the platform does not configure are refused unless turned on
    (``ui_features``).
 10. with ``MLFLOW_EXT_OIDC_ISSUER``, single sign-on for people (``oidc``, ``group_mapping``).
@@ -40,6 +41,7 @@ from mlflow_ext.auth import (
     config,
     guard,
     log_batch,
+    log_metric,
     metrics,
     oidc,
     policy,
@@ -120,6 +122,8 @@ def create_app() -> Any:
     ui_features.install(served, os.environ, sign_out=oidc.LOGOUT_PATH if sso else None)
     # The guard's decoded body is Flask's request JSON; well-formed log-batch bodies skip protobuf.
     log_batch.install(flask_app)
+    # Log-metric calls whose every decision is known are answered in front of the router and Flask.
+    log_metric.install(served, flask_app)
     # Outermost, before authentication and the Host check: monitors need no credentials to ask.
     readiness = ready.Readiness(ready.checks_from(os.environ))
     metrics.install(served, readiness.states)

@@ -247,10 +247,9 @@ def _basic(
             "Passwords are refused for people: sign in through single sign-on at /auth/login, or use an "
             "access token."
         )
-    cache_key = st.cache.key("password", username, password)
     now = time.monotonic()
-    hit = st.cache.get(cache_key, now)
-    if hit is not None and hit.generation == generation:
+    hit = _password_hit(st, username, password, generation, now)
+    if hit is not None:
         return _accept(hit, username, password)
 
     if not _password_matches(st, username, password) or mlflow_internals.is_disabled_legacy_admin_login(
@@ -267,7 +266,7 @@ def _basic(
     )
     if entry.service_account:
         st.audit.record("service_account.auth", user=username, address=address, method="password")
-    st.cache.put(cache_key, entry)
+    st.cache.put(st.cache.key("password", username, password), entry)
     return _accept(entry, username, password)
 
 
@@ -288,15 +287,10 @@ def _bearer(st: AuthState, token: str, address: str, generation: int) -> Authori
     if until is not None:
         st.audit.record("auth.locked_out", address=address, method="token")
         return locked_out(until)
-    cache_key = st.cache.key("token", token)
     now = time.monotonic()
     at = now_ms()
-    hit = st.cache.get(cache_key, now)
-    if (
-        hit is not None
-        and hit.generation == generation
-        and (hit.expires_at_ms is None or hit.expires_at_ms > at)
-    ):
+    hit = _token_hit(st, token, generation, now, at)
+    if hit is not None:
         _touch(st, hit, now, at)
         return _accept(hit, hit.username, None)
     record = st.ext.find_token(token)
@@ -320,9 +314,57 @@ def _bearer(st: AuthState, token: str, address: str, generation: int) -> Authori
         st.audit.record(
             "service_account.auth", user=record.username, address=address, method="token", token_id=record.id
         )
-    st.cache.put(cache_key, entry)
+    st.cache.put(st.cache.key("token", token), entry)
     _touch(st, entry, now, at, force=True)
     return _accept(entry, record.username, None)
+
+
+def _password_hit(
+    st: AuthState, username: str, password: str, generation: int, now: float
+) -> Verified | None:
+    """The cache's entry for this password, verified under ``generation``."""
+    hit = st.cache.get(st.cache.key("password", username, password), now)
+    return hit if hit is not None and hit.generation == generation else None
+
+
+def _token_hit(st: AuthState, token: str, generation: int, now: float, at_ms: int) -> Verified | None:
+    """The cache's entry for this token, verified under ``generation`` and not expired at ``at_ms``."""
+    hit = st.cache.get(st.cache.key("token", token), now)
+    if hit is None or hit.generation != generation:
+        return None
+    return hit if hit.expires_at_ms is None or hit.expires_at_ms > at_ms else None
+
+
+def cached_user(header: str | None, address: str, generation: int, touch: bool = True) -> Verified | None:
+    """Whom ``_authenticate`` would accept this ``Authorization`` header for from the credential cache
+    alone, under ``generation``: no database read, nothing audited or counted (with ``touch``, a due
+    last-used time of a token is written, as on any hit). None whenever it would do more: verify, refuse,
+    lock out, or ask single sign-on. Callers that get None hand the request to ``authenticate_request``."""
+    if header is None or len(header) > MAX_AUTHORIZATION_HEADER:
+        return None
+    st = state()
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    now = time.monotonic()
+    if scheme.lower() == "basic" and not st.settings.oidc_sso_only:
+        parsed = _parse_basic(credentials)
+        if isinstance(parsed, Response):
+            return None
+        username, password = parsed
+        if st.locked_until(lockout.user_key(username), lockout.address_key(address)) is not None:
+            return None
+        return _password_hit(st, username, password, generation, now)
+    if scheme.lower() == "bearer":
+        if len(credentials) > token_format.MAX_TOKEN_LENGTH or not token_format.looks_like_token(credentials):
+            return None
+        if st.locked_until(lockout.address_key(address)) is not None:
+            return None
+        at = now_ms()
+        hit = _token_hit(st, credentials, generation, now, at)
+        if hit is not None and touch:
+            _touch(st, hit, now, at)
+        return hit
+    return None
 
 
 def _session(st: AuthState, username: str, generation: int) -> Authorization:

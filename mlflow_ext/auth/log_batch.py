@@ -60,7 +60,7 @@ def enabled(environ: Mapping[str, str] | None = None) -> bool:
     return bool(settings.get("MLFLOW_EXT_FAST_LOG_BATCH", os.environ if environ is None else environ))
 
 
-def _text(value: Any) -> bool:
+def text(value: Any) -> bool:
     """A non-empty string that protobuf would take (UTF-8 encodable)."""
     if type(value) is not str or not value:
         return False
@@ -75,7 +75,7 @@ def _text(value: Any) -> bool:
 
 def _value_text(value: Any) -> bool:
     """A string (possibly empty) that protobuf would take."""
-    return type(value) is str and (not value or _text(value))
+    return type(value) is str and (not value or text(value))
 
 
 def _int64(value: Any) -> bool:
@@ -88,14 +88,27 @@ def _number(value: Any) -> bool:
     return type(value) is int and -EXACT_INT <= value <= EXACT_INT
 
 
+def parse_metric(item: Any, run_id: str | None = None) -> Any:
+    """The ``Metric`` MLflow's handler builds from this well-formed metric object (with ``run_id``, as
+    log-metric's handler sets it), or None to leave it to MLflow."""
+    from mlflow.entities import Metric
+
+    if type(item) is not dict or not _METRIC_FIELDS.issuperset(item) or not item.keys() >= _METRIC_REQUIRED:
+        return None
+    key, value, timestamp, step = item["key"], item["value"], item["timestamp"], item.get("step", 0)
+    if not (text(key) and _number(value) and _int64(timestamp) and _int64(step)):
+        return None
+    return Metric(key, float(value), timestamp, step, run_id=run_id)
+
+
 def parse_batch(document: Any) -> Batch | None:
     """(run_id, metrics, params, tags) as MLflow's handler would build them, or None to leave it to MLflow."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Param, RunTag
 
     if type(document) is not dict or not _TOP_FIELDS.issuperset(document):
         return None
     run_id = document.get("run_id")
-    if not isinstance(run_id, str) or not _text(run_id):
+    if not isinstance(run_id, str) or not text(run_id):
         return None
     raw_metrics = document.get("metrics", [])
     raw_params = document.get("params", [])
@@ -104,30 +117,24 @@ def parse_batch(document: Any) -> Batch | None:
         return None
     metrics = []
     for item in raw_metrics:
-        if (
-            type(item) is not dict
-            or not _METRIC_FIELDS.issuperset(item)
-            or not item.keys() >= _METRIC_REQUIRED
-        ):
+        metric = parse_metric(item)
+        if metric is None:
             return None
-        key, value, timestamp, step = item["key"], item["value"], item["timestamp"], item.get("step", 0)
-        if not (_text(key) and _number(value) and _int64(timestamp) and _int64(step)):
-            return None
-        metrics.append(Metric(key, float(value), timestamp, step))
+        metrics.append(metric)
     pairs: list[list[Any]] = []
     for raw, entity in ((raw_params, Param), (raw_tags, RunTag)):
         built = []
         for item in raw:
             if type(item) is not dict or item.keys() != _PAIR_FIELDS:
                 return None
-            if not (_text(item["key"]) and _value_text(item["value"])):
+            if not (text(item["key"]) and _value_text(item["value"])):
                 return None
             built.append(entity(item["key"], item["value"]))
         pairs.append(built)
     return run_id, metrics, pairs[0], pairs[1]
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     """MLflow's handler's own test (``_validate_content_type``): the type before any ``;``, as sent."""
     return content_type is not None and content_type.split(";")[0] == "application/json"
 
@@ -145,7 +152,7 @@ def make_view(original: Callable[..., Any]) -> Callable[..., Any]:
     @mlflow_internals.disable_if_artifacts_only
     def log_batch_view() -> Any:
         batch = None
-        if _is_json(request.content_type):
+        if is_json(request.content_type):
             batch = parse_batch(request.get_json(force=True, silent=True))
         if batch is None:
             return original()

@@ -141,6 +141,16 @@ SETTINGS: tuple[Setting, ...] = (
         default="true",
     ),
     Setting(
+        "MLFLOW_EXT_FAST_LOG_METRIC",
+        "Answer a log-metric request in front of Flask when MLflow's decisions on it are already known (the "
+        "credentials cached, MLflow's permission check passed for this user and run under the auth "
+        "database's current generation, a plainly well-formed body): the same store call and answer; any "
+        "other request goes to MLflow's handler. false: MLflow's handler serves them all.",
+        "true",
+        parse=boolean,
+        default="true",
+    ),
+    Setting(
         "MLFLOW_EXT_PRESIGNED_ARTIFACT_URLS",
         "Hand clients presigned URLs of the artifact store (multipart uploads and downloads straight to S3). "
         "Only when every client reaches MLFLOW_S3_ENDPOINT_URL at that address; false: every artifact goes "

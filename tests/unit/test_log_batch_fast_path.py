@@ -184,11 +184,11 @@ def test_random_bodies_are_taken_only_as_mlflow_would_take_them():
 
 
 def test_content_type_as_mlflows_handler_reads_it():
-    assert log_batch._is_json("application/json")
-    assert log_batch._is_json("application/json; charset=utf-8")
-    assert not log_batch._is_json(None)
-    assert not log_batch._is_json("text/plain")
-    assert not log_batch._is_json("application/JSON")
+    assert log_batch.is_json("application/json")
+    assert log_batch.is_json("application/json; charset=utf-8")
+    assert not log_batch.is_json(None)
+    assert not log_batch.is_json("text/plain")
+    assert not log_batch.is_json("application/JSON")
 
 
 def test_the_setting_turns_the_route_off():
