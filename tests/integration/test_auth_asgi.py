@@ -23,7 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.test_auth_tokens import admin, new_user
-from tests.support.worker_app import WORKER_PRELUDE
+from tests.support.worker_app import WORKER_STORES
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,9 @@ UPLOAD = "/api/2.0/mlflow-artifacts/artifacts"
 DISPATCHERS = ("fastapi_permission_middleware", "workspace_context_middleware", "gateway_timing_middleware")
 
 DRIVE = (
-    WORKER_PRELUDE
+    WORKER_STORES
     + r"""
 import asyncio, base64, json
-import mlflow.server as mlflow_server  # what `mlflow server` hands its workers
-os.environ[mlflow_server.BACKEND_STORE_URI_ENV_VAR] = os.environ["MLFLOW_BACKEND_STORE_URI"]
-os.environ[mlflow_server.ARTIFACTS_DESTINATION_ENV_VAR] = os.environ["MLFLOW_ARTIFACTS_DESTINATION"]
-os.environ[mlflow_server.SERVE_ARTIFACTS_ENV_VAR] = "true"
 from starlette.middleware.base import BaseHTTPMiddleware
 
 ran = []

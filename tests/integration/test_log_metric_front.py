@@ -28,7 +28,7 @@ import requests
 
 from tests.integration.test_auth_tokens import TIMEOUT, admin, new_token, new_user
 from tests.support.services import MlflowServer, Platform
-from tests.support.worker_app import WORKER_PRELUDE
+from tests.support.worker_app import WORKER_STORES
 
 pytestmark = pytest.mark.integration
 
@@ -174,13 +174,9 @@ def test_the_front_answers_and_stores_as_flask(platform, flask_server):
 
 
 DRIVE = (
-    WORKER_PRELUDE
+    WORKER_STORES
     + r"""
 import asyncio, json
-import mlflow.server as mlflow_server  # what `mlflow server` hands its workers
-os.environ[mlflow_server.BACKEND_STORE_URI_ENV_VAR] = os.environ["MLFLOW_BACKEND_STORE_URI"]
-os.environ[mlflow_server.ARTIFACTS_DESTINATION_ENV_VAR] = os.environ["MLFLOW_ARTIFACTS_DESTINATION"]
-os.environ[mlflow_server.SERVE_ARTIFACTS_ENV_VAR] = "true"
 from mlflow_ext.auth.app import create_app
 served = create_app()
 

@@ -11,3 +11,14 @@ _, env = server.prepare({**os.environ, **values})
 os.environ.update(env)
 os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"
 """
+
+# The prelude, then the stores' locations as `mlflow server` hands them to its workers (artifacts served).
+WORKER_STORES = (
+    WORKER_PRELUDE
+    + r"""
+import mlflow.server as mlflow_server
+os.environ[mlflow_server.BACKEND_STORE_URI_ENV_VAR] = os.environ["MLFLOW_BACKEND_STORE_URI"]
+os.environ[mlflow_server.ARTIFACTS_DESTINATION_ENV_VAR] = os.environ["MLFLOW_ARTIFACTS_DESTINATION"]
+os.environ[mlflow_server.SERVE_ARTIFACTS_ENV_VAR] = "true"
+"""
+)
