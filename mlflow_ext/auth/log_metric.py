@@ -41,8 +41,8 @@ from mlflow_ext.auth.asgi import ASGIApp, Scope
 
 _logger = logging.getLogger(__name__)
 
-# Users times runs remembered per generation; the oldest go first.
-MAX_DECISIONS = 65536
+# (user, run) pairs remembered per generation, the oldest first out (a few MB at most per worker).
+MAX_DECISIONS = 16384
 _HEADERS = (b"authorization", b"content-type", b"x-forwarded-for")
 
 

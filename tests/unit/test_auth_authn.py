@@ -160,3 +160,41 @@ def test_unknown_users_take_as_long_as_wrong_passwords(auth_state, app):
     unknown_median, wrong_median = statistics.median(unknown), statistics.median(wrong)
     print(f"medians: unknown user {unknown_median:.4f} s, wrong password {wrong_median:.4f} s")
     assert 0.7 <= unknown_median / wrong_median <= 1.4, (unknown, wrong)
+
+
+@pytest.fixture
+def caching_state(auth_state: authn.AuthState) -> Iterator[authn.AuthState]:
+    """The module's auth store with a credential cache that keeps entries (its own state, then restored)."""
+    cached = authn.AuthState(
+        settings=config.load({"MLFLOW_EXT_AUTH_CACHE_TTL_SECONDS": "60"}),
+        ext=auth_state.ext,
+        users=auth_state.users,
+        audit=auth_state.audit,
+        cache=CredentialCache(100, 60),
+    )
+    authn.install(cached)
+    yield cached
+    authn.install(auth_state)
+
+
+def test_cached_user_is_what_the_cache_accepts_without_verifying_or_counting(caching_state, app):
+    caching_state.users.create_user("cached-user", PASSWORD)
+    address, header = "198.51.100.40", basic("cached-user", PASSWORD)
+    generation = caching_state.refresh()
+    assert authn.cached_user(header, address, generation) is None  # never verified yet
+    assert not isinstance(call(app, header, address), Response)
+    entry = authn.cached_user(header, address, generation)
+    assert entry is not None and entry.username == "cached-user"
+
+    wrong = basic("cached-user", "not-" + PASSWORD)
+    assert authn.cached_user(wrong, address, generation) is None
+    assert failures(caching_state, lockout.address_key(address)) == 0  # nothing counted
+    assert authn.cached_user(header, address, generation + 1) is None  # another generation
+
+    caching_state.locks[lockout.address_key(address)] = store.now_ms() + 60_000
+    assert authn.cached_user(header, address, generation) is None  # locked out: authenticate refuses it
+    assert authn.cached_user(header, "198.51.100.41", generation) is not None
+
+    caching_state.ext.bump_generation()
+    newer = caching_state.refresh()
+    assert authn.cached_user(header, "198.51.100.41", newer) is None  # a bump empties the cache
