@@ -10,9 +10,10 @@ the server's time for one metric, against one statement in the store.
 headers and workspace binding all still run), in front of the router. It answers a request itself only
 when everything Flask would decide is known to come out the same:
 
-- the body is plainly well-formed: ``run_id``, ``key``, ``value`` (a finite number), ``timestamp`` and
-  optionally ``step`` (64-bit integers), nothing else, sent as ``application/json``, as decoded by the
-  guard (``log_batch.parse_metric`` builds the same ``Metric`` as MLflow's handler);
+- the body is plainly well-formed: ``run_id`` (and ``run_uuid`` the same, as MLflow's client sends it),
+  ``key``, ``value`` (a finite number), ``timestamp`` and optionally ``step`` (64-bit integers), nothing
+  else, sent as ``application/json``, as decoded by the guard (``log_batch.parse_metric`` builds the
+  same ``Metric`` as MLflow's handler);
 - the ``Authorization`` header is accepted from the credential cache alone (``authn.cached_user``):
   verified under the current generation, not locked out, a token not expired;
 - MLflow's permission check has let this user log to this run under the current generation: recorded
@@ -44,6 +45,8 @@ _logger = logging.getLogger(__name__)
 # (user, run) pairs remembered per generation, the oldest first out (a few MB at most per worker).
 MAX_DECISIONS = 16384
 _HEADERS = (b"authorization", b"content-type", b"x-forwarded-for")
+# MLflow's client sends the run's id twice, as ``run_id`` and as its old name ``run_uuid``.
+_RUN_FIELDS = ("run_id", "run_uuid")
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -56,9 +59,10 @@ def parse(document: Any) -> tuple[str, Any] | None:
     if type(document) is not dict:
         return None
     run_id = document.get("run_id")
-    if type(run_id) is not str or not log_batch.text(run_id):
+    if type(run_id) is not str or not log_batch.text(run_id) or document.get("run_uuid", run_id) != run_id:
         return None
-    metric = log_batch.parse_metric({k: v for k, v in document.items() if k != "run_id"}, run_id=run_id)
+    fields = {k: v for k, v in document.items() if k not in _RUN_FIELDS}
+    metric = log_batch.parse_metric(fields, run_id=run_id)
     return None if metric is None else (run_id, metric)
 
 

@@ -95,6 +95,7 @@ def _metric(**fields: Any) -> dict[str, Any]:
 # token), "stranger" (a wrong password) or "nobody" (no credentials).
 SEQUENCE: list[tuple[str, str, Any, str]] = [
     ("well-formed", "writer", _metric(), "application/json"),
+    ("as MLflow's client sends it", "writer", _metric(run_uuid=RUN, step=9), "application/json"),
     (
         "an integer value, no step",
         "writer",
@@ -113,6 +114,7 @@ SEQUENCE: list[tuple[str, str, Any, str]] = [
     ("timestamp a float", "writer", _metric(timestamp=1.5), "application/json"),
     ("step beyond int64", "writer", _metric(step=2**63), "application/json"),
     ("run_uuid", "writer", {"run_uuid": RUN, "key": "k", "value": 1.0, "timestamp": NOW}, "application/json"),
+    ("run_uuid another run", "writer", _metric(run_uuid="0" * 32), "application/json"),
     ("model_id", "writer", _metric(model_id="m-1"), "application/json"),
     ("an unknown run", "writer", _metric(run_id="0" * 32), "application/json"),
     ("text/plain", "writer", _metric(step=8), "text/plain"),
@@ -162,7 +164,12 @@ def test_the_front_answers_and_stores_as_flask(platform, flask_server):
         assert ours == theirs, f"front {ours} != Flask {theirs}"
     assert front_stored == flask_stored
     statuses = {what: status for what, _, status, _, _ in front}
-    assert statuses["well-formed"] == statuses["by access token"] == 200
+    assert (
+        statuses["well-formed"]
+        == statuses["by access token"]
+        == statuses["as MLflow's client sends it"]
+        == 200
+    )
     assert (statuses["without EDIT"], statuses["a wrong password"], statuses["no credentials"]) == (
         403,
         401,
@@ -170,7 +177,7 @@ def test_the_front_answers_and_stores_as_flask(platform, flask_server):
     )
     assert statuses["a bad key: the store refuses it"] == 400
     stored = set(front_stored["loss"])
-    assert {(1, NOW, 0.25), (2, NOW, 0.25), (3, NOW, 0.25), (7, NOW, "NaN")} <= stored, stored
+    assert {(1, NOW, 0.25), (2, NOW, 0.25), (3, NOW, 0.25), (7, NOW, "NaN"), (9, NOW, 0.25)} <= stored, stored
 
 
 DRIVE = (
@@ -240,14 +247,14 @@ class Worker:
         )
 
     def log(self, authorization: str, run_id: str, step: int, **fields: Any) -> tuple[int, bool]:
-        """(status, whether Flask saw the request) of one log-metric call."""
+        """(status, whether Flask saw the request) of one log-metric call, with the body MLflow's client
+        sends (the run's id as ``run_id`` and ``run_uuid``)."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        metric = {"key": "m", "value": float(step), "timestamp": NOW, "step": step, **fields}
         request = {
             "path": LOG_METRIC,
             "headers": {"Authorization": authorization, "Content-Type": "application/json"},
-            "body": json.dumps(
-                {"run_id": run_id, "key": "m", "value": float(step), "timestamp": NOW, "step": step, **fields}
-            ),
+            "body": json.dumps({"run_uuid": run_id, "run_id": run_id, **metric}),
         }
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()

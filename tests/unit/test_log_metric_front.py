@@ -32,6 +32,7 @@ def mlflow_metric(document: dict[str, Any]) -> Any:
         {"run_id": "r1", "key": "acc", "value": 3, "timestamp": 0},
         {**WELL_FORMED, "value": -(2**53), "step": -(2**63)},
         {**WELL_FORMED, "key": "a/b.c-d e", "timestamp": 2**63 - 1},
+        {**WELL_FORMED, "run_uuid": "r1"},  # as MLflow's client sends it
     ],
 )
 def test_a_well_formed_body_gives_mlflows_metric(document):
@@ -49,6 +50,8 @@ def test_a_well_formed_body_gives_mlflows_metric(document):
         {**WELL_FORMED, "run_id": ""},
         {**WELL_FORMED, "run_id": 7},
         {k: v for k, v in WELL_FORMED.items() if k != "run_id"} | {"run_uuid": "r1"},
+        {**WELL_FORMED, "run_uuid": "r2"},
+        {**WELL_FORMED, "run_uuid": None},
         {**WELL_FORMED, "model_id": "m-1"},
         {**WELL_FORMED, "dataset_name": "d", "dataset_digest": "x"},
         {**WELL_FORMED, "unit": "s"},
