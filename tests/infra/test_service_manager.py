@@ -13,6 +13,7 @@ Every test leaves the host with the replacement in place and the services runnin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -274,3 +275,52 @@ def test_kill_9_of_the_main_process_is_recovered(service, capsys):
     finally:
         if not (service.answers() and _active(service.unit) and not _session(main)):
             _restore(service, old_session)
+
+
+COMPAT = "ansible/roles/systemd_compat/files/systemctl_compat.py"
+SUPERVISOR_UNIT = Path("/etc/systemd/system/systemd-compat-supervisor.service")
+PROBE_UNIT = Path("/etc/systemd/system/mlflow-platform-restart-probe.service")
+# The supervisor of the repository, on the host's replacement, asked about one unit's status file as it
+# changes under it: a stop under way (the main process gone, ActiveState=inactive) is no crash; the same
+# main process dead with the status file naming it alone, as a crash leaves it, is.
+DECIDE = r"""
+import importlib.util, json, sys
+from pathlib import Path
+compat_path, upstream, unit, dead = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path.insert(0, upstream)
+import systemctl3
+spec = importlib.util.spec_from_file_location("systemctl_compat", compat_path)
+compat = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compat)
+compat.patch(systemctl3)
+supervisor = compat.Supervisor(systemctl3)
+status = supervisor.run_dir / f"{unit}.status"
+try:
+    status.write_text(f"ActiveState=inactive\nMainPID={dead}\n")
+    stopping = supervisor._dead(unit)
+    status.write_text(f"MainPID={dead}\n")
+    crashed = supervisor._dead(unit)
+finally:
+    status.unlink(missing_ok=True)
+print(json.dumps({"stopping": stopping is not None, "crashed": crashed[1] if crashed else None}))
+"""
+
+
+def test_the_supervisor_sees_a_crash_after_it_saw_a_stop_under_way():
+    """The replacement keeps the first status it read of a unit; the supervisor must not (it missed every
+    later death of mlflow-server and the bridge once it had looked while their restart was half done)."""
+    upstream = SUPERVISOR_UNIT.read_text().split("--upstream", 1)[1].split()[0]
+    PROBE_UNIT.write_text(
+        "[Unit]\nDescription=restart probe (tests)\n[Service]\nType=simple\nExecStart=/bin/sleep 600\n"
+        "Restart=on-failure\nRestartSec=200ms\n"
+    )
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()
+    try:
+        result = _run(
+            "/usr/bin/python3", "-c", DECIDE, str(REPO / COMPAT), upstream, PROBE_UNIT.name, str(gone.pid)
+        )
+    finally:
+        PROBE_UNIT.unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"stopping": False, "crashed": gone.pid}

@@ -219,6 +219,7 @@ class Supervisor:
         self.pending: dict[str, tuple[int, float]] = {}  # unit -> (dead main PID, restart at)
         self.starts: dict[str, list[float]] = {}
         self.given_up: dict[str, int] = {}  # unit -> dead main PID it gave up on
+        self.unit_files: dict[str, tuple[str, int]] = {}  # unit -> (its file, mtime) as last loaded
 
     def _busy(self, unit: str) -> bool:
         """Whether a systemctl command holds the unit's lock (a start, stop or restart is under way)."""
@@ -235,9 +236,32 @@ class Supervisor:
             os.close(fd)
         return False
 
+    def _conf(self, unit: str) -> Any:
+        """The unit's conf as a ``systemctl`` command run now would read it. The replacement loads a unit's
+        file once per process and keeps the status it first read in the conf (``conf.status``), which
+        suits a command that lives a moment, not this loop: a status read while a restart was half done
+        would stay the unit's state for good (every later death of the unit unnoticed), and a unit file
+        changed since would be restarted as it was. So the status is read again for every check, and the
+        unit files again once one of them changed."""
+        conf = self.ctl.unitfiles.load_conf(unit)
+        if conf is not None:
+            conf.status = None
+        return conf
+
+    def _reload_if_changed(self, units: list[str]) -> None:
+        stamps = {}
+        for unit in units:
+            path = self.ctl.unitfiles.get_unit_file(unit)
+            with contextlib.suppress(OSError, TypeError):
+                stamps[unit] = (path, os.stat(path).st_mtime_ns)
+        if stamps != self.unit_files:
+            if self.unit_files:
+                self.ctl = self.systemctl3.Systemctl()
+            self.unit_files = stamps
+
     def _dead(self, unit: str) -> tuple[Any, int] | None:
         """(conf, main PID) of a unit to restart: its status file names a main process that is gone."""
-        conf = self.ctl.unitfiles.load_conf(unit)
+        conf = self._conf(unit)
         if conf is None or conf.get("Service", "Restart", "no") in NO_RESTART:
             return None
         mainpid = self.ctl.read_mainpid_from(conf)
@@ -268,6 +292,7 @@ class Supervisor:
                 log.exception("timers step failed")
         self._reap()
         units = self._units()
+        self._reload_if_changed(units)
         for unit in list(self.pending):
             if unit not in units:
                 del self.pending[unit]  # stopped meanwhile
@@ -309,6 +334,7 @@ class Supervisor:
         self.starts[unit] = [*starts, now]
         with self.systemctl3.waitlock(conf):
             # Under the unit's lock: started or stopped by someone else meanwhile means nothing to do.
+            conf.status = None
             if self.ctl.read_mainpid_from(conf) != mainpid or self.ctl.get_active_from(conf) != "failed":
                 return
             started = self.ctl.do_start_unit_from(conf)
