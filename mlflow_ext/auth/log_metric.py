@@ -3,8 +3,9 @@
 A training job logs metric after metric to the same run, with the same credentials. Through MLflow's
 stack each call crosses FastAPI's router, the WSGI bridge and a worker thread into Flask, runs the
 before-request hooks (authentication, MLflow's permission check of the run's experiment), MLflow's
-handler (the body through protobuf and a schema check) and the after-request hooks: about two thirds of
-the server's time for one metric, against one statement in the store.
+handler (the body through protobuf and a schema check) and the after-request hooks: about half of the
+server's CPU for one metric (1.84 against 0.96 ms on loopback without them), for one statement in the
+store.
 
 ``LogMetricFront`` sits innermost among the ASGI middlewares (the guard, the Host check, CORS, security
 headers and workspace binding all still run), in front of the router. It answers a request itself only
