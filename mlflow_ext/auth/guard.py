@@ -506,9 +506,10 @@ def handle_exception(exc: Exception) -> Any:
 # --- the ASGI middleware ----------------------------------------------------------------------
 
 
-async def _answer(
+async def send_json(
     send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    """A whole JSON answer: ``headers`` but their Content-Type and Content-Length, then the body's own."""
     out = [(k, v) for k, v in (headers or []) if k.lower() not in (b"content-type", b"content-length")]
     out += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": out})
@@ -537,7 +538,7 @@ class Guard:
             if problem is None and body:
                 shared = (body, document)
         if problem is not None:
-            await _answer(send, 400, error_body(INVALID_PARAMETER_VALUE, problem))
+            await send_json(send, 400, error_body(INVALID_PARAMETER_VALUE, problem))
             return
         if not is_api_path(path):
             await self.app(scope, receive, send)
@@ -552,7 +553,7 @@ class Guard:
             status, code, message = classify(exc)
             if status >= 500:
                 _logger.error("%s %s failed: %s", scope["method"], path, code, exc_info=exc)
-            await _answer(send, status, error_body(code, message))
+            await send_json(send, status, error_body(code, message))
         finally:
             _SHARED_BODY.reset(token)
 
@@ -642,7 +643,7 @@ class _ErrorCleaner:
             await self.send(start)
             await self.send({"type": "http.response.body", "body": body})
             return
-        await _answer(self.send, rewritten[0], rewritten[1], headers)
+        await send_json(self.send, rewritten[0], rewritten[1], headers)
 
 
 def install(served: Any, flask_app: Any) -> None:

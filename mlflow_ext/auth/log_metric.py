@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflow_ext import mlflow_internals, settings
 from mlflow_ext.auth import authn, guard, lockout, log_batch
@@ -91,16 +91,13 @@ class Decisions:
             self.allowed[(username, run_id)] = None
 
 
-class _Request:
+class _Request(NamedTuple):
     """What the front needs of an eligible request."""
 
-    __slots__ = ("address", "authorization", "metric", "run_id")
-
-    def __init__(self, authorization: str, address: str, run_id: str, metric: Any) -> None:
-        self.authorization = authorization
-        self.address = address
-        self.run_id = run_id
-        self.metric = metric
+    authorization: str
+    address: str
+    run_id: str
+    metric: Any
 
 
 def eligible(scope: Scope, trusted_proxies: Any) -> _Request | None:
@@ -155,17 +152,7 @@ class LogMetricFront:
 
         generation, logged = await anyio.to_thread.run_sync(self._log, request)
         if logged:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(self.answer)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": self.answer})
+            await guard.send_json(send, 200, self.answer)
             return
         status = 0
 
