@@ -14,6 +14,7 @@ replicas lives here, so any number of uvicorn workers and hosts can serve the sa
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -184,8 +185,9 @@ def migrate(engine: Engine) -> dict[str, Any]:
     return migrations.upgrade(engine, SCHEMA)
 
 
-# Read on every request (``authn.AuthState.refresh``): built once, compiled once.
-_GENERATION_QUERY = select(state_table.c.generation).where(state_table.c.id == 1)
+# Read on every request (``authn.AuthState.refresh``), on the driver's cursor: SQLAlchemy's statement
+# machinery around it cost more CPU than the round trip (about 70 us of a 0.9 ms log-metric call).
+_GENERATION_SQL = f"SELECT generation FROM {state_table.name} WHERE id = 1"
 
 
 def generation_engine(engine: Engine) -> Engine:
@@ -222,8 +224,33 @@ class ExtStore:
         return int(value)
 
     def _read_generation(self) -> Any:
-        with self._generation_engine.connect() as conn:
-            return conn.execute(_GENERATION_QUERY).scalar()
+        """The counter, or None without its row. A dropped connection is discarded and raised as SQLAlchemy
+        raises it (``connection_invalidated``), so that ``generation`` reads once more."""
+        engine = self._generation_engine
+        pooled = engine.raw_connection()
+        cursor = None
+        try:
+            cursor = pooled.cursor()
+            cursor.execute(_GENERATION_SQL)
+            row = cursor.fetchone()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            invalidated = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
+            if invalidated:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                _GENERATION_SQL,
+                None,
+                exc,
+                engine.dialect.loaded_dbapi.Error,
+                connection_invalidated=invalidated,
+                dialect=engine.dialect,
+            ) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            pooled.close()
+        return None if row is None else row[0]
 
     @staticmethod
     def _bump(conn: Connection) -> None:

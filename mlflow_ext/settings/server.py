@@ -89,6 +89,15 @@ SETTINGS: tuple[Setting, ...] = (
         parse=workers,
     ),
     Setting(
+        "MLFLOW_EXT_SERVER_ACCESS_LOG",
+        "uvicorn's own line per request on stderr. The proxy's access log already records every request, "
+        "with its timings; the server's second copy costs about a tenth of its CPU for a small request. "
+        "true: log it again (a server reached without the proxy).",
+        "false",
+        parse=boolean,
+        default="false",
+    ),
+    Setting(
         "MLFLOW_SERVER_ALLOWED_HOSTS",
         "Host headers the server answers (DNS-rebinding guard); name:* allows any port.",
         "mlflow.example.com,mlflow.example.com:*,localhost,localhost:*",

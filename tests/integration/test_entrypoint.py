@@ -246,3 +246,24 @@ def test_a_restart_finds_the_admin_without_loading_mlflow(platform):
         assert not server.admin_exists(uri, "someone-else")
         closed = uri.replace(f":{platform.postgres.port}/", ":1/")
         assert not server.admin_exists(closed, "admin"), "an unreachable database is a no, not an error"
+
+
+def test_the_server_leaves_request_lines_to_the_proxy_unless_asked(platform):
+    """The proxy logs every request; the server's own access line is off by default and back with
+    MLFLOW_EXT_SERVER_ACCESS_LOG=true."""
+    marker = f"marker-{secrets.token_hex(6)}"
+
+    def logged(server: MlflowServer) -> bool:
+        try:
+            urllib.request.urlopen(f"{server.url}/health?{marker}", timeout=30).close()
+        except urllib.error.HTTPError:
+            pass
+        return marker in server.log()
+
+    assert not logged(platform.server)
+    server = MlflowServer({**platform.server.env, "MLFLOW_EXT_SERVER_ACCESS_LOG": "true"})
+    try:
+        server.start()
+        assert logged(server)
+    finally:
+        server.stop()

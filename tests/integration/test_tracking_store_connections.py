@@ -84,3 +84,33 @@ def test_writes_after_the_database_dropped_every_pooled_connection_succeed_once(
     assert run.data.params == {"lr": "0.1"}
     assert run.data.tags["team"] == "a"
     assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5]  # written once
+
+
+def test_the_generation_read_survives_the_database_dropping_its_pooled_connections(cluster):
+    """The auth app's per-request read, on the driver's cursor: a dropped connection is read again once, on
+    a fresh one; a second failure is raised (the request is refused, never served on a stale generation)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+
+    from mlflow_ext.auth import store as auth_store
+
+    name = "conn_generation"
+    engine = create_engine(cluster.copy(name))
+    auth_store.migrate(engine)
+    ext = auth_store.ExtStore(engine, auth_store.generation_engine(engine))
+    try:
+        first = ext.generation()
+        ext.bump_generation()
+        assert ext.generation() == first + 1
+        assert _drop_connections(cluster, name) >= 1
+        time.sleep(0.2)
+        assert ext.generation() == first + 1
+        assert ext._generation_engine.pool.checkedin() >= 1  # the fresh connection went back to the pool
+
+        cluster.pg.psql(f"ALTER TABLE {auth_store.state_table.name} RENAME TO moved", database=name)
+        with pytest.raises(DBAPIError) as raised:
+            ext.generation()
+        assert not raised.value.connection_invalidated  # not a dropped connection: raised at once
+    finally:
+        engine.dispose()
+        ext._generation_engine.dispose()
