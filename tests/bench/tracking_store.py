@@ -30,7 +30,7 @@ from tests.support.services import mlflow_schema_databases
 CLIENTS = 4
 BATCH = 1000
 KEYS = 100
-BATCHES = int(os.environ.get("BENCH_TRACKING_STORE_BATCHES", "12"))  # per client
+BATCHES = int(os.environ.get("BENCH_TRACKING_STORE_BATCHES", "30"))  # per client
 NOTE = (
     "tracking store: log_batch(1000), 4 client processes calling the store directly on one PostgreSQL 15; "
     "raw COPY writes the same metrics rows only (no latest_metrics, no checks)"
