@@ -243,7 +243,8 @@ def prepare(environ: Mapping[str, str], bootstrap: bool = False) -> tuple[list[s
         env["MLFLOW_AUTH_CONFIG_PATH"] = render_auth_config(values, _runtime_dir(values, environ))
     if not values["MLFLOW_EXT_SERVER_ACCESS_LOG"] and "MLFLOW_GUNICORN_OPTS" not in env:
         # The proxy logs every request; MLflow refuses uvicorn options beside gunicorn's.
-        env["MLFLOW_UVICORN_OPTS"] = " ".join(filter(None, (env.get("MLFLOW_UVICORN_OPTS"), "--no-access-log")))
+        options = (env.get("MLFLOW_UVICORN_OPTS"), "--no-access-log")
+        env["MLFLOW_UVICORN_OPTS"] = " ".join(filter(None, options))
     if values["MLFLOW_EXT_APP_NAME"] == "mlflow-ext-auth":
         # Deny by default: a route without an authorization decision is refused to non-admins.
         env.setdefault("MLFLOW_BASIC_AUTH_FAIL_CLOSED", "true")

@@ -129,9 +129,10 @@ def create_app() -> Any:
     readiness = ready.Readiness(ready.checks_from(os.environ))
     metrics.install(served, readiness.states)
     ready.install(served, readiness)
-    # The worker's app (MLflow, FastAPI, SQLAlchemy: some 400,000 objects) lives as long as the worker. Frozen,
-    # it is left out of every later collection, each of which walked all of it (about 180 ms here), paid by
-    # whichever request was allocating then: mostly a log-batch's JSON decode (8% of the server's CPU).
+    # The worker's app (MLflow, FastAPI, SQLAlchemy: some 400,000 objects) lives as long as the worker.
+    # Frozen, it is left out of every later collection, each of which walked all of it (about 180 ms
+    # here), paid by whichever request was allocating then: mostly a log-batch's JSON decode (8% of the
+    # server's CPU).
     gc.collect()
     gc.freeze()
     return served

@@ -254,9 +254,7 @@ def test_the_server_leaves_request_lines_to_the_proxy_unless_asked(platform):
     marker = f"marker-{secrets.token_hex(6)}"
 
     def logged(server: MlflowServer) -> bool:
-        try:
-            urllib.request.urlopen(f"{server.url}/health?{marker}", timeout=30).close()
-        except urllib.error.HTTPError:
+        with urllib.request.urlopen(f"{server.url}/health?{marker}", timeout=30):
             pass
         return marker in server.log()
 
