@@ -224,32 +224,39 @@ class ExtStore:
         return int(value)
 
     def _read_generation(self) -> Any:
-        """The counter, or None without its row. A dropped connection is discarded and raised as SQLAlchemy
-        raises it (``connection_invalidated``), so that ``generation`` reads once more."""
+        """The counter, or None without its row. Errors are raised as SQLAlchemy raises them from a
+        ``Connection`` (a failed connect included); a dropped connection empties the pool first, as after a
+        database restart every pooled connection is dead, and is ``connection_invalidated``, so that
+        ``generation`` reads once more, on a fresh connection."""
         engine = self._generation_engine
-        pooled = engine.raw_connection()
-        cursor = None
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        pooled = cursor = None
         try:
+            pooled = engine.raw_connection()
             cursor = pooled.cursor()
             cursor.execute(_GENERATION_SQL)
             row = cursor.fetchone()
-        except engine.dialect.loaded_dbapi.Error as exc:
-            invalidated = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
-            if invalidated:
+        except dbapi_error as exc:
+            connection = None if pooled is None else pooled.dbapi_connection
+            dropped = engine.dialect.is_disconnect(exc, connection, cursor)
+            if dropped and pooled is not None:
                 pooled.invalidate(exc)
+            if dropped:
+                engine.dispose()
             raise DBAPIError.instance(
                 _GENERATION_SQL,
                 None,
                 exc,
-                engine.dialect.loaded_dbapi.Error,
-                connection_invalidated=invalidated,
+                dbapi_error,
+                connection_invalidated=dropped,
                 dialect=engine.dialect,
             ) from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):
                     cursor.close()
-            pooled.close()
+            if pooled is not None:
+                pooled.close()
         return None if row is None else row[0]
 
     @staticmethod
