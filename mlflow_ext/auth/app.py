@@ -132,7 +132,6 @@ def create_app() -> Any:
     # The worker's app (MLflow, FastAPI, SQLAlchemy: some 400,000 objects) lives as long as the worker.
     # Frozen, it is left out of every later collection, each of which walked all of it (about 180 ms
     # here), paid by whichever request was allocating then: mostly a log-batch's JSON decode (8% of the
-    # server's CPU).
-    gc.collect()
+    # server's CPU). Not collected first: that one pass would delay every worker's start by as much.
     gc.freeze()
     return served
