@@ -30,3 +30,11 @@ def unpinged_engine(engine: Any, autocommit: bool = False) -> Any:
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
     return create_engine(engine.url, pool_pre_ping=False, **options)
+
+
+def discard_dropped(engine: Any, pooled: Any, exc: BaseException | None = None) -> None:
+    """A connection the database dropped: discard it (if one was checked out) and every connection pooled
+    beside it, since a database restart leaves all of them dead; the next checkout connects afresh."""
+    if pooled is not None:
+        pooled.invalidate(exc)
+    engine.dispose()

@@ -55,7 +55,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from mlflow_ext import mlflow_internals, settings
-from mlflow_ext.db_pools import unpinged_engine
+from mlflow_ext.db_pools import discard_dropped, unpinged_engine
 
 RUN_NAME_TAG = "mlflow.runName"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME
 ACTIVE = "active"  # mlflow.entities.LifecycleStage.ACTIVE
@@ -569,8 +569,7 @@ class PostgresHotPaths:
                 connection.commit()
         except BaseException as exc:
             if connection.closed:
-                pooled.invalidate()
-                self._hot_engine.dispose()
+                discard_dropped(self._hot_engine, pooled)
                 if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
                     raise _Dropped() from exc
             elif not autocommit:

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mlflow_ext import migrations
 from mlflow_ext.auth import tokens as token_format
-from mlflow_ext.db_pools import unpinged_engine
+from mlflow_ext.db_pools import discard_dropped, unpinged_engine
 
 # The baseline revision's value, kept in the state row for databases made before migrations existed.
 SCHEMA_VERSION = 1
@@ -239,10 +239,8 @@ class ExtStore:
         except dbapi_error as exc:
             connection = None if pooled is None else pooled.dbapi_connection
             dropped = engine.dialect.is_disconnect(exc, connection, cursor)
-            if dropped and pooled is not None:
-                pooled.invalidate(exc)
             if dropped:
-                engine.dispose()
+                discard_dropped(engine, pooled, exc)
             raise DBAPIError.instance(
                 _GENERATION_SQL,
                 None,
