@@ -16,8 +16,9 @@ What changes: ``log_batch``, ``log_metric``, ``log_param`` and ``set_tag``, for 
 MLflow's store does each in several statements through the ORM (read the run, read ``latest_metrics`` with
 a lock, insert, update, commit). Here:
 
-- ``log_metric``, ``log_param``, ``set_tag``: one statement, one round trip in autocommit. A common table
-  expression reads the run and writes only when it exists and is active; its answer says which happened.
+- ``log_metric``, ``log_param``, ``set_tag``: one statement, one round trip in autocommit, prepared once per
+  connection (``_Prepared``). A common table expression reads the run and writes only when it exists and is
+  active; its answer says which happened.
 - ``log_batch``: one transaction: the metrics through ``COPY`` straight into ``metrics``, then one
   multi-statement string that inserts the new params, upserts ``latest_metrics`` set-based (the batch's
   newest per key, by step, then timestamp, then value, the first of equals winning, replacing the stored row
@@ -51,6 +52,7 @@ import functools
 import io
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -132,6 +134,42 @@ tag AS (
 )
 SELECT lifecycle_stage FROM run
 """
+
+
+class _Prepared:
+    """A hot statement, prepared once per connection: PostgreSQL then neither parses nor plans it again on
+    each call (log_metric's, on loopback: 0.48 to 0.34 ms a call). The first call on a connection sends the
+    ``PREPARE`` and the ``EXECUTE`` as one string (one round trip, one transaction: behind a
+    transaction-pooling PgBouncer both reach the same server); later ones only the ``EXECUTE``.
+    ``types`` names the parameters (``%(name)s`` in ``sql``) in order, with their SQL types."""
+
+    def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
+        self.name, self.sql, self.params = name, sql, tuple(types)
+        numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${self.params.index(m.group(1)) + 1}", sql)
+        placeholders = ", ".join(["%s"] * len(types))
+        self.execute = f"EXECUTE {name} ({placeholders})"
+        self.prepare_and_execute = (
+            f"PREPARE {name} ({', '.join(types.values())}) AS {numbered};\n{self.execute}"
+        )
+
+    def arguments(self, args: dict[str, Any]) -> list[Any]:
+        return [args[name] for name in self.params]
+
+
+_METRIC_TYPES = {
+    "run": "varchar",
+    "key": "varchar",
+    "value": "double precision",
+    "timestamp": "bigint",
+    "step": "bigint",
+    "is_nan": "boolean",
+}
+_TEXT_TYPES = {"run": "varchar", "key": "varchar", "value": "varchar"}
+_LOG_METRIC_PREPARED = _Prepared("mlflow_ext_log_metric", _LOG_METRIC, _METRIC_TYPES)
+_LOG_PARAM_PREPARED = _Prepared("mlflow_ext_log_param", _LOG_PARAM, _TEXT_TYPES)
+_SET_TAG_PREPARED = _Prepared("mlflow_ext_set_tag", _SET_TAG, _TEXT_TYPES)
+
+
 # The last statement of a batch's transaction, after its writes: the run's state and the stored value of
 # each of the batch's params. The batch is committed only when the run is active and every param holds the
 # batch's value (one logged before with another value kept its own).
@@ -323,6 +361,9 @@ class PostgresHotPaths:
     ``SqlAlchemyStore`` by ``store_class``: ``super()`` is MLflow's method, ``self.engine`` its engine."""
 
     engine: Any
+    # Whether the single statements are prepared on each connection (see ``_Prepared``): until the database
+    # shows a session that forgot one.
+    _prepares = True
 
     # --- the hot paths ---
 
@@ -339,7 +380,7 @@ class PostgresHotPaths:
             "step": metric.step,
             "is_nan": is_nan,
         }
-        (row,) = self._one_statement(_LOG_METRIC, args) or [None]
+        (row,) = self._one_statement(_LOG_METRIC_PREPARED, args) or [None]
         if row is None or row[0] != ACTIVE:
             return super().log_metric(run_id, metric)
         return None
@@ -347,7 +388,7 @@ class PostgresHotPaths:
     def log_param(self, run_id, param):
         checked = mlflow_internals.validate_param(param.key, param.value)
         args = {"run": run_id, "key": checked.key, "value": checked.value}
-        (row,) = self._one_statement(_LOG_PARAM, args) or [None]
+        (row,) = self._one_statement(_LOG_PARAM_PREPARED, args) or [None]
         if row is None or row[0] != ACTIVE:
             return super().log_param(run_id, param)
         _stage, inserted, existing = row
@@ -361,7 +402,7 @@ class PostgresHotPaths:
         if checked.key == RUN_NAME_TAG:
             return super().set_tag(run_id, tag)
         (row,) = self._one_statement(
-            _SET_TAG, {"run": run_id, "key": checked.key, "value": checked.value}
+            _SET_TAG_PREPARED, {"run": run_id, "key": checked.key, "value": checked.value}
         ) or [None]
         if row is None or row[0] != ACTIVE:
             return super().set_tag(run_id, tag)
@@ -554,17 +595,18 @@ class PostgresHotPaths:
         return unpinged_engine(self.engine)
 
     @contextlib.contextmanager
-    def _connection(self, autocommit: bool) -> Iterator[Any]:
-        """A psycopg2 connection of the hot paths' pool; without autocommit, one transaction committed at
-        the end. A connection the server dropped is discarded with every other one pooled beside it (after
-        a restart all are dead), and ``_Dropped`` raised."""
+    def _connection(self, autocommit: bool) -> Iterator[tuple[Any, set[str]]]:
+        """A psycopg2 connection of the hot paths' pool, and the names of the statements prepared on it
+        (kept in the pool's record of the connection, which forgets them when it connects afresh); without
+        autocommit, one transaction committed at the end. A connection the server dropped is discarded with
+        every other one pooled beside it (after a restart all are dead), and ``_Dropped`` raised."""
         import psycopg2
 
         pooled = self._hot_engine.raw_connection()
         connection = pooled.driver_connection
         try:
             connection.autocommit = autocommit
-            yield connection
+            yield connection, pooled.info.setdefault("mlflow_ext_prepared", set())
             if not autocommit:
                 connection.commit()
         except BaseException as exc:
@@ -618,12 +660,27 @@ class PostgresHotPaths:
                 raise MlflowException(_database_message(exc), BAD_REQUEST) from exc
         return None
 
-    def _one_statement(self, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _one_statement(self, statement: _Prepared, args: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run one statement in autocommit (one round trip) and return its rows."""
+        import psycopg2.errors
 
         def work() -> list[tuple[Any, ...]]:
-            with self._connection(autocommit=True) as connection, connection.cursor() as cursor:
-                cursor.execute(sql, args)
+            with self._connection(autocommit=True) as (connection, prepared), connection.cursor() as cursor:
+                try:
+                    if not self._prepares:
+                        cursor.execute(statement.sql, args)
+                    elif statement.name in prepared:
+                        cursor.execute(statement.execute, statement.arguments(args))
+                    else:
+                        # Known before it runs: a PREPARE outlives the failure of its transaction.
+                        prepared.add(statement.name)
+                        cursor.execute(statement.prepare_and_execute, statement.arguments(args))
+                except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.DuplicatePreparedStatement):
+                    # The server's session is not the one the pool knows (a pooler that hands each
+                    # transaction another, a DISCARD ALL): nothing ran. This store prepares no more.
+                    self._prepares = False
+                    prepared.clear()
+                    cursor.execute(statement.sql, args)
                 return list(cursor.fetchall())
 
         result: list[tuple[Any, ...]] = self._retrying(work)
@@ -647,7 +704,7 @@ class PostgresHotPaths:
         import psycopg2.errors
 
         def work() -> bool:
-            with self._connection(autocommit=False) as connection, connection.cursor() as cursor:
+            with self._connection(autocommit=False) as (connection, _prepared), connection.cursor() as cursor:
                 parts = []
                 try:
                     if metric_rows and direct:

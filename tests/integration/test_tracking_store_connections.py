@@ -57,7 +57,7 @@ def test_writes_after_the_database_dropped_every_pooled_connection_succeed_once(
     barrier = threading.Barrier(3)
 
     def hold() -> None:
-        with store._connection(autocommit=True) as connection, connection.cursor() as cursor:
+        with store._connection(autocommit=True) as (connection, _), connection.cursor() as cursor:
             barrier.wait(timeout=30)
             cursor.execute("SELECT 1")
 
@@ -84,6 +84,42 @@ def test_writes_after_the_database_dropped_every_pooled_connection_succeed_once(
     assert run.data.params == {"lr": "0.1"}
     assert run.data.tags["team"] == "a"
     assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5]  # written once
+
+
+def _prepared_on_pool(store) -> set[str]:
+    """The statements the server holds prepared for the (single) pooled connection of the hot paths."""
+    with store._connection(autocommit=True) as (connection, _), connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def test_single_writes_are_prepared_once_and_land_when_the_session_forgot_them(store):
+    """log_metric, log_param and set_tag are prepared on each connection. A session that no longer holds
+    them (a pooler's DISCARD ALL, a transaction pooler handing over another server) costs no write: it is
+    run as plain SQL, and the store prepares no more."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_id = store.create_run(store.create_experiment("prepared"), "u", 0, [], "r").info.run_id
+    store.log_metric(run_id, Metric("loss", 0.5, 1000, 1))
+    store.log_param(run_id, Param("lr", "0.1"))
+    store.set_tag(run_id, RunTag("team", "a"))
+    store.log_metric(run_id, Metric("loss", 0.4, 1001, 2))
+    assert store._hot_engine.pool.checkedin() == 1
+    assert {"mlflow_ext_log_metric", "mlflow_ext_log_param", "mlflow_ext_set_tag"} <= _prepared_on_pool(store)
+
+    with store._connection(autocommit=True) as (connection, _), connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    store.log_metric(run_id, Metric("loss", 0.3, 1002, 3))
+    store.log_param(run_id, Param("lr", "0.1"))
+    store.set_tag(run_id, RunTag("team", "b"))
+
+    assert store._prepares is False
+    assert _prepared_on_pool(store) == set()
+    run = store.get_run(run_id)
+    assert run.data.metrics == {"loss": 0.3}
+    assert run.data.params == {"lr": "0.1"}
+    assert run.data.tags["team"] == "b"
+    assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5, 0.4, 0.3]
 
 
 def test_the_generation_read_survives_the_database_dropping_its_pooled_connections(cluster):
