@@ -268,13 +268,28 @@ def _database_message(exc: BaseException) -> str:
     return f"({module}.{kind.__name__}) {exc}"
 
 
-def _copy_text(rows: list[tuple[Any, ...]]) -> str:
-    """Rows (run_uuid, key, value, timestamp, step, is_nan) in COPY's text format (floats exact by repr)."""
-    return "".join(
-        f"{run}\t{key.translate(_COPY_ESCAPES)}\t{float(value)!r}\t{int(ts)}\t{int(step)}\t"
-        f"{'t' if nan else 'f'}\n"
-        for run, key, value, ts, step, nan in rows
-    )
+def _metric_copy(run_id: str, metrics: Sequence[Any]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The batch's metric rows (run_uuid, key, value, timestamp, step, is_nan) in COPY's text format (floats
+    exact by repr), and the newest row of each key, by step, then timestamp, then value (the first of
+    equals), in key order: in one pass, each key escaped once."""
+    lines = []
+    newest: dict[str, tuple[Any, ...]] = {}
+    escaped: dict[str, str] = {}
+    for m in metrics:
+        key, value, timestamp, step = m.key, m.value, m.timestamp, m.step
+        if value - value == 0:  # finite (NaN and the infinities are not)
+            is_nan = False
+        else:
+            is_nan, value = _sanitized(value)
+        copy_key = escaped.get(key)
+        if copy_key is None:
+            copy_key = escaped[key] = key.translate(_COPY_ESCAPES)
+        nan = "t" if is_nan else "f"
+        lines.append(f"{run_id}\t{copy_key}\t{float(value)!r}\t{int(timestamp)}\t{int(step)}\t{nan}\n")
+        held = newest.get(key)
+        if held is None or (step, timestamp, value) > (held[4], held[3], held[2]):
+            newest[key] = (run_id, key, value, timestamp, step, is_nan)
+    return "".join(lines), [newest[key] for key in sorted(newest)]
 
 
 def _check_metrics(metrics: Sequence[Any]) -> None:
@@ -564,27 +579,19 @@ class PostgresHotPaths:
     def _log_batch(
         self, run_id: str, metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
     ) -> None:
-        metric_rows: list[tuple[Any, ...]] = []
-        newest: dict[str, tuple[Any, ...]] = {}
-        for m in metrics:
-            is_nan, value = _sanitized(m.value)
-            row = (run_id, m.key, value, m.timestamp, m.step, is_nan)
-            metric_rows.append(row)
-            held = newest.get(m.key)
-            if held is None or (m.step, m.timestamp, value) > (held[4], held[3], held[2]):
-                newest[m.key] = row
+        metric_copy, newest = _metric_copy(run_id, metrics)
         tag_values = {t.key: t.value for t in tags}  # the last value of a key wins, as in MLflow
         statements: list[tuple[str, list[tuple[Any, ...]]]] = [
             (_PARAMS_INSERT, [(run_id, p.key, p.value) for p in params]),
             # Keys in one order in every transaction, so concurrent batches lock rows alike.
-            (_LATEST_UPSERT, [newest[key] for key in sorted(newest)]),
+            (_LATEST_UPSERT, newest),
             (_TAGS_UPSERT, [(run_id, key, tag_values[key]) for key in sorted(tag_values)]),
         ]
         expected = {p.key: p.value for p in params}
         try:
-            committed = self._write(run_id, metric_rows, statements, expected, direct=True)
+            committed = self._write(run_id, metric_copy, statements, expected, direct=True)
         except _Duplicate:
-            committed = self._write(run_id, metric_rows, statements, expected, direct=False)
+            committed = self._write(run_id, metric_copy, statements, expected, direct=False)
         if not committed:
             raise _Refused
 
@@ -689,7 +696,7 @@ class PostgresHotPaths:
     def _write(
         self,
         run_id: str,
-        metric_rows: list[tuple[Any, ...]],
+        metric_copy: str,
         statements: Iterable[tuple[str, list[tuple[Any, ...]]]],
         params: dict[str, str],
         direct: bool,
@@ -707,17 +714,15 @@ class PostgresHotPaths:
             with self._connection(autocommit=False) as (connection, _prepared), connection.cursor() as cursor:
                 parts = []
                 try:
-                    if metric_rows and direct:
-                        cursor.copy_expert(
-                            _METRICS_COPY.format(table="metrics"), io.StringIO(_copy_text(metric_rows))
-                        )
-                    elif metric_rows:
+                    if metric_copy and direct:
+                        cursor.copy_expert(_METRICS_COPY.format(table="metrics"), io.StringIO(metric_copy))
+                    elif metric_copy:
                         # Created in the transaction: behind a transaction-pooling PgBouncer, a
                         # connection's temporary table is only certain within one.
                         cursor.execute(_METRICS_STAGING)
                         cursor.copy_expert(
                             _METRICS_COPY.format(table="mlflow_ext_metrics_in"),
-                            io.StringIO(_copy_text(metric_rows)),
+                            io.StringIO(metric_copy),
                         )
                         parts.append(_METRICS_FROM_STAGING.encode())
                     for template, rows in statements:

@@ -34,7 +34,6 @@ handler serves every request); the shared body is used either way.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +50,7 @@ _TOP_FIELDS = frozenset(("run_id", "metrics", "params", "tags"))
 _METRIC_FIELDS = frozenset(("key", "value", "timestamp", "step"))
 _METRIC_REQUIRED = frozenset(("key", "value", "timestamp"))
 _PAIR_FIELDS = frozenset(("key", "value"))
+_INF = float("inf")
 
 Batch = tuple[str, list[Any], list[Any], list[Any]]
 
@@ -78,14 +78,40 @@ def _value_text(value: Any) -> bool:
     return type(value) is str and (not value or text(value))
 
 
-def _int64(value: Any) -> bool:
-    return type(value) is int and INT64_MIN <= value <= INT64_MAX
-
-
-def _number(value: Any) -> bool:
-    if type(value) is float:
-        return math.isfinite(value)
-    return type(value) is int and -EXACT_INT <= value <= EXACT_INT
+def _metric_values(item: Any, keys: set[str]) -> tuple[str, float, int, int] | None:
+    """(key, value as a float, timestamp, step) of a plainly well-formed metric object, or None. ``keys``
+    holds the keys found well-formed so far (a batch repeats a few keys a thousand times)."""
+    if type(item) is not dict:
+        return None
+    # The fields allowed and required: all four, or all but ``step``.
+    if len(item) == 4:
+        if item.keys() != _METRIC_FIELDS:
+            return None
+        step = item["step"]
+    elif len(item) == 3 and item.keys() == _METRIC_REQUIRED:
+        step = 0
+    else:
+        return None
+    key, value, timestamp = item["key"], item["value"], item["timestamp"]
+    if type(key) is not str:
+        return None
+    if key not in keys:
+        if not text(key):
+            return None
+        keys.add(key)
+    kind = type(value)
+    if kind is float:
+        if not -_INF < value < _INF:  # NaN fails both comparisons
+            return None
+    elif kind is int and -EXACT_INT <= value <= EXACT_INT:
+        value = float(value)
+    else:
+        return None
+    if type(timestamp) is not int or not INT64_MIN <= timestamp <= INT64_MAX:
+        return None
+    if type(step) is not int or not INT64_MIN <= step <= INT64_MAX:
+        return None
+    return key, value, timestamp, step
 
 
 def parse_metric(item: Any, run_id: str | None = None) -> Any:
@@ -93,17 +119,13 @@ def parse_metric(item: Any, run_id: str | None = None) -> Any:
     log-metric's handler sets it), or None to leave it to MLflow."""
     from mlflow.entities import Metric
 
-    if type(item) is not dict or not _METRIC_FIELDS.issuperset(item) or not item.keys() >= _METRIC_REQUIRED:
-        return None
-    key, value, timestamp, step = item["key"], item["value"], item["timestamp"], item.get("step", 0)
-    if not (text(key) and _number(value) and _int64(timestamp) and _int64(step)):
-        return None
-    return Metric(key, float(value), timestamp, step, run_id=run_id)
+    values = _metric_values(item, set())
+    return None if values is None else Metric(*values, run_id=run_id)
 
 
 def parse_batch(document: Any) -> Batch | None:
     """(run_id, metrics, params, tags) as MLflow's handler would build them, or None to leave it to MLflow."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     if type(document) is not dict or not _TOP_FIELDS.issuperset(document):
         return None
@@ -116,11 +138,12 @@ def parse_batch(document: Any) -> Batch | None:
     if type(raw_metrics) is not list or type(raw_params) is not list or type(raw_tags) is not list:
         return None
     metrics = []
+    keys: set[str] = set()
     for item in raw_metrics:
-        metric = parse_metric(item)
-        if metric is None:
+        values = _metric_values(item, keys)
+        if values is None:
             return None
-        metrics.append(metric)
+        metrics.append(Metric(*values))
     pairs: list[list[Any]] = []
     for raw, entity in ((raw_params, Param), (raw_tags, RunTag)):
         built = []
