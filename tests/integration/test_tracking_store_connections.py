@@ -1,5 +1,6 @@
-"""The fast tracking store's own pool: no ping per write, and writes that survive the database dropping
-every pooled connection (what a PostgreSQL restart does) without an error reaching the client."""
+"""The fast tracking store's own pool: no ping per write, writes that survive the database dropping every
+pooled connection (what a PostgreSQL restart does) without an error reaching the client, and statements
+prepared per connection that cost no write when the server's session does not hold them as the pool thinks."""
 
 from __future__ import annotations
 
@@ -120,6 +121,23 @@ def test_single_writes_are_prepared_once_and_land_when_the_session_forgot_them(s
     assert run.data.params == {"lr": "0.1"}
     assert run.data.tags["team"] == "b"
     assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5, 0.4, 0.3]
+
+
+def test_a_session_that_already_holds_the_statement_costs_no_write(store):
+    """Behind a transaction-pooling PgBouncer (with NullPool, each call a new client connection), a call
+    can meet a server session where an earlier one prepared the statement: its PREPARE fails, nothing ran,
+    and the write goes through as plain SQL."""
+    from mlflow.entities import Metric
+
+    run_id = store.create_run(store.create_experiment("held"), "u", 0, [], "r").info.run_id
+    store.log_metric(run_id, Metric("loss", 0.5, 1000, 1))
+    with store._connection(autocommit=True) as (_, prepared):
+        prepared.clear()  # what a new client connection knows; the server session keeps its statement
+    store.log_metric(run_id, Metric("loss", 0.4, 1001, 2))
+
+    assert store._prepares is False
+    assert [m.value for m in store.get_metric_history(run_id, "loss")] == [0.5, 0.4]
+    assert store.get_run(run_id).data.metrics == {"loss": 0.4}
 
 
 def test_the_generation_read_survives_the_database_dropping_its_pooled_connections(cluster):
