@@ -277,10 +277,7 @@ def _metric_copy(run_id: str, metrics: Sequence[Any]) -> tuple[str, list[tuple[A
     escaped: dict[str, str] = {}
     for m in metrics:
         key, value, timestamp, step = m.key, m.value, m.timestamp, m.step
-        if value - value == 0:  # finite (NaN and the infinities are not)
-            is_nan = False
-        else:
-            is_nan, value = _sanitized(value)
+        is_nan, value = _sanitized(value)
         copy_key = escaped.get(key)
         if copy_key is None:
             copy_key = escaped[key] = key.translate(_COPY_ESCAPES)
@@ -313,6 +310,8 @@ def _check_metrics(metrics: Sequence[Any]) -> None:
 def _sanitized(value: float) -> tuple[bool, float]:
     """(is_nan, stored value), as ``SqlAlchemyStore.sanitize_metric_value``: NaN as 0, infinities as the
     largest finite doubles."""
+    if value - value == 0:  # finite, the common case, in one test (NaN and the infinities give NaN)
+        return False, value
     if math.isnan(value):
         return True, 0.0
     if math.isinf(value):

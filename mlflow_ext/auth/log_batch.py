@@ -34,6 +34,7 @@ handler serves every request); the shared body is used either way.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,7 +51,6 @@ _TOP_FIELDS = frozenset(("run_id", "metrics", "params", "tags"))
 _METRIC_FIELDS = frozenset(("key", "value", "timestamp", "step"))
 _METRIC_REQUIRED = frozenset(("key", "value", "timestamp"))
 _PAIR_FIELDS = frozenset(("key", "value"))
-_INF = float("inf")
 
 Batch = tuple[str, list[Any], list[Any], list[Any]]
 
@@ -101,7 +101,7 @@ def _metric_values(item: Any, keys: set[str]) -> tuple[str, float, int, int] | N
         keys.add(key)
     kind = type(value)
     if kind is float:
-        if not -_INF < value < _INF:  # NaN fails both comparisons
+        if not math.isfinite(value):
             return None
     elif kind is int and -EXACT_INT <= value <= EXACT_INT:
         value = float(value)

@@ -451,7 +451,7 @@ def artifact_upload(target: Target, path: Path, rounds: int = UPLOAD_ROUNDS) -> 
     try:
         with patched_environ(target.env):
             client = MlflowClient()
-            run = client.create_run(client.create_experiment(f"bench-artifact-{uuid.uuid4().hex[:8]}"))
+            run = client.get_run(_new_run("bench-artifact"))
             try:
                 for worker in range(2 * int(WORKERS)):
                     client.log_artifact(run.info.run_id, str(warm), f"warm-{worker}")
