@@ -7,9 +7,11 @@ and the other GO_* variables. Options always win over the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,19 @@ def client(tracking_uri: str | None = None) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def loaded_model(uri: str) -> Iterator[Any]:
+    """The pyfunc model at ``uri``, its files in a directory removed on exit.
+
+    Without a destination MLflow's ``load_model`` downloads into a new temporary directory it never removes:
+    an agent that evaluates and smoke-tests every promoted version would keep a copy of each model.
+    """
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="mlflow-ext-model-") as directory:
+        yield mlflow.pyfunc.load_model(uri, dst_path=directory)
 
 
 def _uri_parts(environ: Mapping[str, str] | None) -> tuple[str | None, str | None]:

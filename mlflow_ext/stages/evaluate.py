@@ -35,7 +35,7 @@ from mlflow_ext import lineage
 from mlflow_ext.data import log_data
 from mlflow_ext.errors import StageFailed
 from mlflow_ext.lineage import PROMOTION_ACTION, PROMOTION_ALIAS, PROMOTION_FROM_VERSION
-from mlflow_ext.stages.common import get_version, mlflow_message, version_run_id
+from mlflow_ext.stages.common import get_version, loaded_model, mlflow_message, version_run_id
 
 # Read back by `mlflow-ext inspect` (mlflow_ext.lineage), where the keys live.
 TAG_MODEL = lineage.EVALUATION_MODEL
@@ -347,7 +347,6 @@ def evaluate(
 ) -> Evaluation:
     """Score ``version`` (and its baseline) on ``data``, log the evaluation run, tag the version."""
     import mlflow
-    import mlflow.pyfunc
 
     name, number = version.name, str(version.version)
     frame = load_table(data)
@@ -357,11 +356,12 @@ def evaluate(
 
     def load_and_score(which: str) -> Score:
         uri = f"models:/{name}/{which}"
-        try:
-            model = mlflow.pyfunc.load_model(uri)
-        except Exception as exc:
-            raise StageFailed(f"cannot load {uri}: {mlflow_message(exc)}") from None
-        return score(task, truth, predict(model, features, f"version {which} of {name}"), which)
+        with contextlib.ExitStack() as stack:
+            try:
+                model = stack.enter_context(loaded_model(uri))
+            except Exception as exc:
+                raise StageFailed(f"cannot load {uri}: {mlflow_message(exc)}") from None
+            return score(task, truth, predict(model, features, f"version {which} of {name}"), which)
 
     candidate = load_and_score(number)
     previous = baseline_version(version, alias, baseline, notes)

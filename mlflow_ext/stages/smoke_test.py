@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow_ext.errors import StageFailed
-from mlflow_ext.stages.common import mlflow_message
+from mlflow_ext.stages.common import loaded_model, mlflow_message
 from mlflow_ext.stages.deploy.base import DeployTarget
 from mlflow_ext.stages.evaluate import load_table
 
@@ -41,10 +42,16 @@ class SmokeResult:
 
 
 def _input_columns(model_uri: str) -> list[str] | None:
-    from mlflow.models import get_model_info
+    import mlflow.artifacts
+    from mlflow.models import Model
 
     try:
-        signature = get_model_info(model_uri).signature
+        # Only the MLmodel file, into a directory of our own: get_model_info would keep its download.
+        with tempfile.TemporaryDirectory(prefix="mlflow-ext-mlmodel-") as directory:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{model_uri.rstrip('/')}/MLmodel", dst_path=directory
+            )
+            signature = Model.load(local).signature
     except Exception as exc:
         raise StageFailed(f"cannot read {model_uri}'s signature: {mlflow_message(exc)}") from None
     inputs = getattr(signature, "inputs", None)
@@ -125,10 +132,9 @@ def smoke_test(
     if empty:
         raise StageFailed(f"deployment {name} returned empty predictions for rows {empty[:_SHOWN]}")
     if compare:
-        import mlflow.pyfunc
-
         try:
-            local = _plain(mlflow.pyfunc.load_model(deployment.model_uri).predict(features))
+            with loaded_model(deployment.model_uri) as model:
+                local = _plain(model.predict(features))
         except Exception as exc:
             raise StageFailed(
                 f"cannot predict with {deployment.model_uri} here to compare ({mlflow_message(exc)}); "

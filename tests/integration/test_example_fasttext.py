@@ -43,7 +43,7 @@ def trained(platform: Platform) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_the_logged_pyfunc_predicts_with_the_pinned_numpy(platform, trained):
+def test_the_logged_pyfunc_predicts_with_the_pinned_numpy(platform, trained, tmp_path):
     import mlflow
     import numpy as np
     import pandas as pd
@@ -51,7 +51,7 @@ def test_the_logged_pyfunc_predicts_with_the_pinned_numpy(platform, trained):
     test = pd.read_csv(EXAMPLE / "data" / "test.csv")
     with patched_environ(platform.client_env()):  # never mlflow.set_tracking_uri: it outlives the test
         uri = f"runs:/{trained['run_id']}/model"
-        model = mlflow.pyfunc.load_model(uri)
+        model = mlflow.pyfunc.load_model(uri, dst_path=str(tmp_path))
         predicted = model.predict(test[["text"]])
         run = mlflow.get_run(trained["run_id"])
         requirements = mlflow.pyfunc.get_model_dependencies(uri)

@@ -37,6 +37,9 @@ class Stages:
 
     def __init__(self, platform: Platform, model: str, workdir: Path) -> None:
         self.model, self.workdir = model, workdir
+        # The commands' temporary directory, to see what each leaves behind.
+        self.tmp = workdir / "tmp"
+        self.tmp.mkdir()
         self.env = {
             **os.environ,
             **platform.client_env(),
@@ -45,6 +48,7 @@ class Stages:
             "MLFLOW_EXT_DEPLOY_ROOT": str(workdir / "deployments"),
             "MLFLOW_EXT_DEPLOY_MODE": "process",
             "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+            "TMPDIR": str(self.tmp),
         }
         for key in [key for key in self.env if key.startswith(("GO_", "MLFLOW_MODEL_"))]:
             del self.env[key]
@@ -77,6 +81,9 @@ class Stages:
         )
         assert result.returncode == expect, f"{args}: exit {result.returncode}\n{result.stderr[-3000:]}"
         return result
+
+    def left_in_tmp(self) -> set[str]:
+        return {path.name for path in self.tmp.iterdir()}
 
     def json(self, *args: str, env: dict[str, str] | None = None) -> dict:
         return json.loads(self.cli(*args, "--output", "json", env=env).stdout)
@@ -215,7 +222,10 @@ def release_env(stages: Stages, version: str, run_id: str) -> dict[str, str]:
 def test_release_evaluate_compares_with_the_previous_holder(stages, second, client):
     env = release_env(stages, second["version"], second["run_id"])
     training = client.get_run(second["run_id"])
+    before = stages.left_in_tmp()
     result = stages.json("evaluate", "--data", "data/test.csv", "--target", "species", env=env)
+    # Both versions were downloaded to be scored, and neither copy stays on the agent.
+    assert stages.left_in_tmp() == before
     assert result["baseline_version"] == "1" and result["baseline"]["version"] == "1"
     assert result["deltas"]["accuracy"] == pytest.approx(
         result["candidate"]["metrics"]["accuracy"] - result["baseline"]["metrics"]["accuracy"]
@@ -283,8 +293,10 @@ def test_deploy_serves_the_version_in_its_own_venv(stages, deployed, client):
 
 def test_smoke_test_calls_the_deployment(stages, deployed):
     env = {"MLFLOW_MODEL_NAME": stages.model, "MLFLOW_MODEL_ALIAS": "champion", "MLFLOW_MODEL_VERSION": "1"}
+    before = stages.left_in_tmp()
     result = stages.json("smoke-test", "--data", "data/test.csv", env=env)
     assert result["passed"] is True and result["rows"] == 20 and result["compared"] is True
+    assert stages.left_in_tmp() == before, "the model downloaded to compare stayed on the agent"
     assert set(result["predictions"]) <= {"setosa", "versicolor", "virginica"}
     wrong = stages.cli(
         "smoke-test", "--data", "data/test.csv", env={**env, "MLFLOW_MODEL_VERSION": "2"}, expect=STAGE_FAILED

@@ -90,7 +90,7 @@ def test_compare_with_the_registered_model(data, monkeypatch):
     import importlib
 
     pyfunc = importlib.import_module("mlflow.pyfunc")
-    monkeypatch.setattr(pyfunc, "load_model", lambda uri: Model())
+    monkeypatch.setattr(pyfunc, "load_model", lambda uri, dst_path: Model())
     with pytest.raises(
         StageFailed, match="differently from models:/iris/3 on 1 of 3 rows: row 1: served 'x'"
     ):
