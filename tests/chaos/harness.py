@@ -631,8 +631,14 @@ class ServerShape:
     workers: tuple[int, ...]
     orphans: tuple[int, ...]  # server workers whose uvicorn master is gone
 
-    def whole(self, workers: int) -> bool:
-        return self.master is not None and len(self.workers) == workers and not self.orphans
+    def whole(self, workers: int, without: int | None = None) -> bool:
+        """A master with ``workers`` workers and no orphans, none of them the process ``without``."""
+        return (
+            self.master is not None
+            and len(self.workers) == workers
+            and not self.orphans
+            and without not in (self.master, *self.workers)
+        )
 
 
 def server_shape() -> ServerShape:
