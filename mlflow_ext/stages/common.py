@@ -50,17 +50,30 @@ def client(tracking_uri: str | None = None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# Without a destination MLflow's model downloads (``load_model``, ``get_model_info``) land in a new temporary
+# directory that is never removed: an agent that evaluates and smoke-tests every promoted version would keep
+# a copy of each model. These two download into a directory removed once the model has been used.
+
+
 @contextlib.contextmanager
 def loaded_model(uri: str) -> Iterator[Any]:
-    """The pyfunc model at ``uri``, its files in a directory removed on exit.
-
-    Without a destination MLflow's ``load_model`` downloads into a new temporary directory it never removes:
-    an agent that evaluates and smoke-tests every promoted version would keep a copy of each model.
-    """
+    """The pyfunc model at ``uri``, its files in a directory removed on exit."""
     import mlflow.pyfunc
 
     with tempfile.TemporaryDirectory(prefix="mlflow-ext-model-") as directory:
         yield mlflow.pyfunc.load_model(uri, dst_path=directory)
+
+
+def model_signature(uri: str) -> Any:
+    """The signature of the model at ``uri``, read from its MLmodel file alone."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="mlflow-ext-model-") as directory:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{uri.rstrip('/')}/MLmodel", dst_path=directory
+        )
+        return Model.load(local).signature
 
 
 def _uri_parts(environ: Mapping[str, str] | None) -> tuple[str | None, str | None]:

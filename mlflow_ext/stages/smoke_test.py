@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlflow_ext.errors import StageFailed
-from mlflow_ext.stages.common import loaded_model, mlflow_message
+from mlflow_ext.stages.common import loaded_model, mlflow_message, model_signature
 from mlflow_ext.stages.deploy.base import DeployTarget
 from mlflow_ext.stages.evaluate import load_table
 
@@ -42,16 +41,8 @@ class SmokeResult:
 
 
 def _input_columns(model_uri: str) -> list[str] | None:
-    import mlflow.artifacts
-    from mlflow.models import Model
-
     try:
-        # Only the MLmodel file, into a directory of our own: get_model_info would keep its download.
-        with tempfile.TemporaryDirectory(prefix="mlflow-ext-mlmodel-") as directory:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{model_uri.rstrip('/')}/MLmodel", dst_path=directory
-            )
-            signature = Model.load(local).signature
+        signature = model_signature(model_uri)
     except Exception as exc:
         raise StageFailed(f"cannot read {model_uri}'s signature: {mlflow_message(exc)}") from None
     inputs = getattr(signature, "inputs", None)

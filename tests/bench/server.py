@@ -216,6 +216,7 @@ def purge_bench_experiments(backend: dict[str, str], since_ms: int) -> int:
     with their runs' rows, as `mlflow gc` does: a bench run logs about a million metric rows there, which
     would otherwise stay in the platform's database and in each of its backups. Returns how many went."""
     from mlflow.entities import ViewType
+    from mlflow.store.tracking import SEARCH_MAX_RESULTS_THRESHOLD as SEARCH_MAX_RESULTS
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     artifacts = tempfile.mkdtemp(prefix="bench-purge-")
@@ -223,24 +224,19 @@ def purge_bench_experiments(backend: dict[str, str], since_ms: int) -> int:
     with patched_environ(env):
         store = SqlAlchemyStore(backend["MLFLOW_BACKEND_STORE_URI"], artifacts)
         try:
-            doomed, token = [], None
-            while True:
-                page = store.search_experiments(
-                    view_type=ViewType.ALL,
-                    filter_string=f"name LIKE 'bench-%' AND creation_time >= {since_ms}",
-                    page_token=token,
-                )
-                doomed += [experiment.experiment_id for experiment in page]
-                token = page.token
-                if not token:
-                    break
-            for experiment_id in doomed:
-                runs = store.search_runs([experiment_id], "", ViewType.ALL, max_results=50000)
-                if store.get_experiment(experiment_id).lifecycle_stage == "active":
-                    store.delete_experiment(experiment_id)
+            # A bench run makes about a dozen experiments of a few runs each: one page of either is enough.
+            doomed = store.search_experiments(
+                view_type=ViewType.ALL,
+                filter_string=f"name LIKE 'bench-%' AND creation_time >= {since_ms}",
+                max_results=SEARCH_MAX_RESULTS,
+            )
+            for experiment in doomed:
+                runs = store.search_runs([experiment.experiment_id], "", ViewType.ALL, SEARCH_MAX_RESULTS)
+                if experiment.lifecycle_stage == "active":
+                    store.delete_experiment(experiment.experiment_id)
                 for run in runs:
                     store._hard_delete_run(run.info.run_id)
-                store._hard_delete_experiment(experiment_id)
+                store._hard_delete_experiment(experiment.experiment_id)
         finally:
             store.engine.dispose()
             os.rmdir(artifacts)
