@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import secrets as random_secrets
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -75,13 +76,14 @@ def _snapshot(client, population: dict) -> dict:
     for run_id in population["run_ids"]:
         run = client.get_run(run_id)
         history = client.get_metric_history(run_id, "loss")
-        artifact = client.download_artifacts(run_id, "notes/readme.txt")
+        with tempfile.TemporaryDirectory() as scratch:
+            text = Path(client.download_artifacts(run_id, "notes/readme.txt", scratch)).read_text()
         runs[run_id] = {
             "params": run.data.params,
             "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
             "status": run.info.status,
             "loss": sorted((m.step, m.value, m.timestamp) for m in history),
-            "artifact": Path(artifact).read_text(),
+            "artifact": text,
         }
     model = client.get_registered_model(population["model"])
     versions = client.search_model_versions(f"name = '{population['model']}'")

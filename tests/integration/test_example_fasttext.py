@@ -50,11 +50,15 @@ def test_the_logged_pyfunc_predicts_with_the_pinned_numpy(platform, trained, tmp
 
     test = pd.read_csv(EXAMPLE / "data" / "test.csv")
     with patched_environ(platform.client_env()):  # never mlflow.set_tracking_uri: it outlives the test
-        uri = f"runs:/{trained['run_id']}/model"
-        model = mlflow.pyfunc.load_model(uri, dst_path=str(tmp_path))
+        # Downloaded once, here: given the URI, load_model and get_model_dependencies would each leave a
+        # copy of the model (150 MB) in a temporary directory of their own.
+        local = mlflow.artifacts.download_artifacts(
+            f"runs:/{trained['run_id']}/model", dst_path=str(tmp_path)
+        )
+        model = mlflow.pyfunc.load_model(local)
         predicted = model.predict(test[["text"]])
         run = mlflow.get_run(trained["run_id"])
-        requirements = mlflow.pyfunc.get_model_dependencies(uri)
+        requirements = mlflow.pyfunc.get_model_dependencies(local)
     assert len(predicted) == len(test)
     assert set(predicted) <= {"billing", "shipping", "technical"}
     accuracy = float((np.asarray(predicted) == test["label"].to_numpy()).mean())
