@@ -16,7 +16,7 @@ Layers, each importing only from the ones below it (tests/contract/test_layers.p
   the server uses, through MLflow's ``mlflow.tracking_store`` entry point), ``tracking_migrations`` (its
   versioned indexes on MLflow's tables), ``registry_store`` (the PostgreSQL registry store, through
   ``mlflow.model_registry_store``), ``rest_store`` (the clients' store for http(s) tracking URIs,
-  through ``mlflow.tracking_store``);
+  through ``mlflow.tracking_store``), ``rest_post`` (its writes on kept-alive connections);
 - the foundation: ``settings``, ``errors``, ``pglock``, ``db_pools`` (pools without the ping for the
   per-request statements), ``migrations`` (versioned schemas of our own
   tables), ``mlflow_internals``, ``progress`` (progress of long work on stderr).

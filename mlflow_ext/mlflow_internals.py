@@ -544,13 +544,37 @@ _CLIENT_REST_STORE = "mlflow_ext.rest_store"
 REST_CALL_ENDPOINT = Internal(
     _REST_STORE, "RestStore._call_endpoint", _CLIENT_REST_STORE, params=("self", "api", "json_body")
 )
-# The one method the client's store replaces: its signature must stay MLflow's.
+# The two methods the client's store replaces: their signatures must stay MLflow's.
+REST_LOG_METRIC = Internal(
+    _REST_STORE,
+    "RestStore.log_metric",
+    _CLIENT_REST_STORE,
+    params=("self", "run_id", "metric"),
+    overridden_by="mlflow_ext.rest_store:FastRestStore",
+)
 REST_LOG_BATCH = Internal(
     _REST_STORE,
     "RestStore.log_batch",
     _CLIENT_REST_STORE,
     params=("self", "run_id", "metrics", "params", "tags"),
     overridden_by="mlflow_ext.rest_store:FastRestStore",
+)
+# What the client store's kept-alive post (mlflow_ext.rest_post) leaves to MLflow's ``http_request``: a
+# request with a workspace or a Databricks traffic id, or request-header providers beyond MLflow's own;
+# the statuses MLflow retries; and the exception MLflow raises for an answer it does not retry.
+_REST_POST = "mlflow_ext.rest_post"
+REQUEST_WORKSPACE = Internal("mlflow.utils.workspace_context", "get_request_workspace", _REST_POST, params=())
+DATABRICKS_TRAFFIC_ID = Internal(
+    "mlflow.environment_variables", "_MLFLOW_DATABRICKS_TRAFFIC_ID", _REST_POST, attributes=("get",)
+)
+REQUEST_HEADER_PROVIDERS = Internal(
+    "mlflow.tracking.request_header.registry", "_request_header_provider_registry", _REST_POST
+)
+RETRIED_HTTP_STATUSES = Internal(
+    "mlflow.utils.request_utils", "_TRANSIENT_FAILURE_RESPONSE_CODES", _REST_POST, kind=frozenset
+)
+VERIFY_REST_RESPONSE = Internal(
+    "mlflow.utils.rest_utils", "verify_rest_response", _REST_POST, params=("response", "endpoint")
 )
 # MLflow's builder for http and https tracking URIs, which the store's builder replaces and, turned off,
 # calls; the store is built as it builds RestStore (``get_default_host_creds`` bound to the URI).
@@ -637,8 +661,14 @@ INTERNALS: tuple[Internal, ...] = (
     SERVER_ARTIFACT_ROOT_ENV_VAR,
     READ_REPLICA_ENV_VAR,
     REST_CALL_ENDPOINT,
+    REST_LOG_METRIC,
     REST_LOG_BATCH,
     GET_REST_STORE,
+    REQUEST_WORKSPACE,
+    DATABRICKS_TRAFFIC_ID,
+    REQUEST_HEADER_PROVIDERS,
+    RETRIED_HTTP_STATUSES,
+    VERIFY_REST_RESPONSE,
 )
 
 
@@ -1191,6 +1221,31 @@ def read_replica_env_var() -> str:
 def call_rest_endpoint(store: Any, api: Any, json_body: str) -> Any:
     """Send ``json_body`` as the request of ``api`` through MLflow's REST store ``store``."""
     return _call_method(REST_CALL_ENDPOINT, store, api, json_body)
+
+
+def plain_rest_request() -> bool:
+    """Whether MLflow's ``http_request`` would add nothing to a request but its own providers' headers
+    and the credentials: no workspace, no Databricks traffic id, no request-header provider from a plugin."""
+    if _call(REQUEST_WORKSPACE) or resolve(DATABRICKS_TRAFFIC_ID).get():
+        return False
+    return all(type(p).__module__.startswith("mlflow.") for p in resolve(REQUEST_HEADER_PROVIDERS))
+
+
+def retried_http_statuses() -> frozenset[int]:
+    """The statuses MLflow's client retries a request on."""
+    return frozenset(resolve(RETRIED_HTTP_STATUSES))
+
+
+def raise_rest_error(status: int, body: bytes, headers: dict[str, str], endpoint: str) -> None:
+    """Raise what MLflow's client raises for an answer of ``status`` with ``body`` to ``endpoint``."""
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers.update(headers)
+    response.encoding = "utf-8"
+    _call(VERIFY_REST_RESPONSE, response, endpoint)
 
 
 def mlflow_rest_store(store_uri: str) -> Any:

@@ -11,8 +11,9 @@ secrets directory. If it is not provisioned, the bench starts the platform's pro
 
 Every target is driven by the same client: MLflow's, with mlflow_ext installed, so http(s) URIs get the
 client's store (mlflow_ext.rest_store; MLFLOW_EXT_FAST_CLIENT=false in the bench's environment gives
-MLflow's own). The body that store builds for log_batch(1000) is timed here against MLflow's
-``message_to_json`` of the same batch, in one process, side by side.
+MLflow's own): its log_metric and log_batch bodies go out on kept-alive connections, to every target alike.
+The body that store builds for log_batch(1000) is timed here against MLflow's ``message_to_json`` of the
+same batch, in one process, side by side.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ SHARED = (
     "tracking_migrations",
     "registry_store",
     "rest_store",
+    "rest_post",
 )
 FEATURES = ("auth", "promotion", "bridge", "gocd", "stages")
 ENTRY_POINTS = ("cli", "commands", "server")

@@ -1,5 +1,5 @@
-"""The client's REST store through a real platform server: MLflow picks it for http URIs, and a batch
-logged through it stores the same rows as the same batch logged through MLflow's own RestStore
+"""The client's REST store through a real platform server: MLflow picks it for http URIs, and a batch and
+single metrics logged through it store the same rows as the same logged through MLflow's own RestStore
 (``MLFLOW_EXT_FAST_CLIENT=false``), each into a run of its own."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from tests.support.services import Platform
 pytestmark = pytest.mark.integration
 
 NOW = 1_700_000_000_000
+# Metrics logged one by one (log_metric): the edges a value can take.
+SINGLES = [0.5, -0.0, 1e308, 5e-324, 7, 2**53, math.nan, math.inf, -math.inf, 1 / 3]
 
 
 def _batch() -> tuple[list[Any], list[Any], list[Any]]:
@@ -47,6 +49,7 @@ def _stored(client: Any, run_id: str, keys: set[str]) -> dict[str, Any]:
 
 
 def test_mlflow_picks_it_and_it_stores_what_mlflow_stores(platform: Platform) -> None:
+    from mlflow.entities import Metric
     from mlflow.store.tracking.rest_store import RestStore
     from mlflow.tracking import MlflowClient
 
@@ -65,8 +68,13 @@ def test_mlflow_picks_it_and_it_stores_what_mlflow_stores(platform: Platform) ->
             mlflow_store = rest_store.build(platform.tracking_uri)
         assert type(mlflow_store) is RestStore
         mlflow_store.log_batch(run_mlflow, metrics, params, tags)
+        singles = [Metric(f"single-{i % 3}", value, NOW + i, i) for i, value in enumerate(SINGLES)]
+        for metric in singles:
+            assert rest_store.log_metric_body(run_fast, metric) is not None  # the fast path
+            fast.log_metric(run_fast, metric)
+            mlflow_store.log_metric(run_mlflow, metric)
 
-        keys = {m.key for m in metrics}
+        keys = {m.key for m in metrics + singles}
         ours, theirs = _stored(client, run_fast, keys), _stored(client, run_mlflow, keys)
     assert ours == theirs
     assert len(ours["history"]["m1-ключ"]) == 50

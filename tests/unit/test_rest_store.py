@@ -9,10 +9,8 @@ fast path must really be the one taken for the batches it is meant for.
 
 from __future__ import annotations
 
-import http.server
 import json
 import math
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,53 +21,28 @@ from hypothesis import strategies as st
 
 from mlflow_ext import mlflow_internals, rest_store
 from tests.support.environ import patched_environ
+from tests.support.recording_http import RecordingServer, Request
 
 LOG_BATCH_PATH = "/api/2.0/mlflow/runs/log-batch"
+LOG_METRIC_PATH = "/api/2.0/mlflow/runs/log-metric"
 NOW = 1_700_000_000_000
 INT64 = st.integers(min_value=rest_store.INT64_MIN, max_value=rest_store.INT64_MAX)
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    bodies: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.bodies.append((self.path, body))  # type: ignore[attr-defined]
-        answer = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[tuple[str, list[Request]]]:
+    """The recording server's URL and every request it got, in order."""
+    with RecordingServer() as server:
+        yield server.url, server.requests
 
 
 @pytest.fixture(scope="module")
-def recorder() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """The recording server's URL and the (path, body) of every request it got, in order."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    bodies: list[tuple[str, bytes]] = []
-    server.bodies = bodies  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def server_url(recorder: tuple[str, list[tuple[str, bytes]]]) -> str:
+def server_url(recorder: tuple[str, list[Request]]) -> str:
     return recorder[0]
 
 
 @pytest.fixture(scope="module")
-def stores(recorder: tuple[str, list[tuple[str, bytes]]]) -> tuple[Any, Any, list[tuple[str, bytes]]]:
+def stores(recorder: tuple[str, list[Request]]) -> tuple[Any, Any, list[Request]]:
     url, bodies = recorder
     with patched_environ({"MLFLOW_EXT_FAST_CLIENT": "true"}):
         fast = rest_store.build(url)
@@ -77,18 +50,19 @@ def stores(recorder: tuple[str, list[tuple[str, bytes]]]) -> tuple[Any, Any, lis
     return fast, mlflow_internals.mlflow_rest_store(url), bodies
 
 
-def _outcome(store: Any, bodies: list[tuple[str, bytes]], batch: tuple[Any, ...]) -> tuple[Any, ...]:
-    """What the store sent for ``batch`` (the parsed body), or the error it raised."""
+def _outcome(store: Any, bodies: list[Request], batch: tuple[Any, ...], method: str = "log_batch") -> tuple:
+    """What the store sent for ``batch`` (the arguments of ``method``: the parsed body), or the error it
+    raised."""
     before = len(bodies)
     try:
-        store.log_batch(*batch)
+        getattr(store, method)(*batch)
     except Exception as exc:
-        assert len(bodies) == before, "a refused batch was sent"
+        assert len(bodies) == before, "a refused call was sent"
         return ("error", type(exc).__name__, str(exc))
     assert len(bodies) == before + 1
-    path, body = bodies[-1]
-    assert path == LOG_BATCH_PATH
-    return ("sent", json.loads(body))
+    request = bodies[-1]
+    assert request.path == (LOG_BATCH_PATH if method == "log_batch" else LOG_METRIC_PATH)
+    return ("sent", json.loads(request.body))
 
 
 def _message_to_json(run_id: Any, metrics: Any, params: Any, tags: Any) -> Any:
@@ -167,6 +141,36 @@ def test_both_stores_send_the_same_body(stores: tuple[Any, Any, Any], batch: tup
     ours, theirs = _outcome(fast, bodies, batch), _outcome(mlflow_store, bodies, batch)
     assert ours[0] == "sent"
     assert _same_json(ours, theirs), (ours, theirs)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run_id=TEXT, metric=st.builds(_metric, TEXT, VALUES, INT64, INT64))
+def test_both_stores_send_the_same_log_metric(stores: tuple[Any, Any, Any], run_id: str, metric: Any) -> None:
+    fast, mlflow_store, bodies = stores
+    assert rest_store.log_metric_body(run_id, metric) is not None, "an ordinary metric left the fast path"
+    ours = _outcome(fast, bodies, (run_id, metric), "log_metric")
+    theirs = _outcome(mlflow_store, bodies, (run_id, metric), "log_metric")
+    assert ours[0] == "sent"
+    assert _same_json(ours, theirs), (ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("name", "metric"),
+    [
+        ("a string value", _metric("m", "1.5")),
+        ("a boolean value", _metric("m", True)),
+        ("a None step", _metric("m", 1.0, step=None)),
+        ("a timestamp past int64", _metric("m", 1.0, timestamp=2**63)),
+        ("a model id", _metric("m", 1.0, model_id="m-123")),
+        ("a dataset", _metric("m", 1.0, dataset_name="d", dataset_digest="abc")),
+        ("a lone surrogate in a key", _metric("m\ud800", 1.0)),
+    ],
+)
+def test_unusual_metrics_go_to_mlflow(stores: tuple[Any, Any, Any], name: str, metric: Any) -> None:
+    fast, mlflow_store, bodies = stores
+    assert rest_store.log_metric_body("r" * 32, metric) is None
+    ours = _outcome(fast, bodies, ("r" * 32, metric), "log_metric")
+    assert _same_json(ours, _outcome(mlflow_store, bodies, ("r" * 32, metric), "log_metric")), name
 
 
 def _unusual() -> list[tuple[str, tuple[Any, ...]]]:
