@@ -1236,8 +1236,9 @@ def retried_http_statuses() -> frozenset[int]:
     return frozenset(resolve(RETRIED_HTTP_STATUSES))
 
 
-def raise_rest_error(status: int, body: bytes, headers: dict[str, str], endpoint: str) -> None:
-    """Raise what MLflow's client raises for an answer of ``status`` with ``body`` to ``endpoint``."""
+def verify_rest_answer(status: int, body: bytes, headers: dict[str, str], endpoint: str) -> None:
+    """Raise what MLflow's client raises for an answer of ``status`` with ``body`` to ``endpoint``, if it
+    raises for it (it accepts a 200 whose body is a JSON object, or empty)."""
     import requests
 
     response = requests.Response()

@@ -15,9 +15,9 @@ False, and the store calls MLflow's ``_call_endpoint``, which decides as always)
 - no workspace, no Databricks traffic id, no request-header provider but MLflow's own two (plugin
   providers may give a different header per request), no proxy for the URL in the environment, no
   credentials in the URL;
-- an answer that is neither 200 nor an error MLflow's client would not retry: an error such as a refused
-  metric or a bad password raises here what MLflow raises (``verify_rest_response`` on the same status
-  and body); a status MLflow retries (429, 5xx) or a failed fresh connection goes to MLflow's retries.
+- an answer with a status MLflow retries (429, 5xx), or a fresh connection that failed: those go to
+  MLflow's retries. Any other answer is judged by MLflow's own check (``verify_rest_response`` on the
+  same status and body): a refused metric or a bad password raises here what MLflow raises.
 
 A kept-alive connection the server has meanwhile closed is reopened once, as ``urllib3`` does. The
 connection, its TLS context (verification as ``requests`` does it: the server certificate path, or none
@@ -130,12 +130,13 @@ class Poster:
                 continue  # a kept-alive connection the server had closed: once more on a new one
             if response.will_close:
                 self.close()
-            if response.status == 200:
-                return True
             if response.status in mlflow_internals.retried_http_statuses():
                 return False
-            mlflow_internals.raise_rest_error(response.status, answer, dict(response.getheaders()), endpoint)
-            return False
+            if response.status != 200 or answer != b"{}":  # MLflow's client checks the rest
+                mlflow_internals.verify_rest_answer(
+                    response.status, answer, dict(response.getheaders()), endpoint
+                )
+            return True
         return False
 
     def close(self) -> None:

@@ -35,6 +35,8 @@ def _answer(request: Request) -> Answer:
         return Answer(400, json.dumps(REFUSAL).encode())
     if key == "forbidden-text":
         return Answer(403, b"not for you")
+    if key == "not-json":  # as a captive portal or a misrouted proxy might answer
+        return Answer(200, b"<html>sign in</html>")
     if key == "drop":
         return Answer(drop_after=True)
     return Answer()
@@ -111,7 +113,7 @@ def test_an_error_is_mlflows_error_after_one_request(server: RecordingServer) ->
 
     fast, mlflow_store = _stores(server.url)
     codes = {}
-    for key in ("refused", "forbidden-text"):
+    for key in ("refused", "forbidden-text", "not-json"):
         raised = []
         for store in (fast, mlflow_store):
             before = len(server.requests)
@@ -121,7 +123,11 @@ def test_an_error_is_mlflows_error_after_one_request(server: RecordingServer) ->
             raised.append((type(caught.value), caught.value.error_code, str(caught.value)))
         assert raised[0] == raised[1], key
         codes[key] = raised[0][1]
-    assert codes == {"refused": "INVALID_PARAMETER_VALUE", "forbidden-text": "PERMISSION_DENIED"}
+    assert codes == {
+        "refused": "INVALID_PARAMETER_VALUE",
+        "forbidden-text": "PERMISSION_DENIED",
+        "not-json": "INTERNAL_ERROR",
+    }
 
 
 def test_a_status_mlflow_retries_goes_to_its_retries() -> None:
