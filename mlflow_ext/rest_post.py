@@ -154,7 +154,8 @@ class Poster:
             opened = None
         if opened is not None:
             return opened, False
-        url = f"{where.scheme}://{where.host}{f':{where.port}' if where.port else ''}{where.prefix}{endpoint}"
+        host = f"[{where.host}]" if ":" in where.host else where.host  # an IPv6 address
+        url = f"{where.scheme}://{host}{f':{where.port}' if where.port else ''}{where.prefix}{endpoint}"
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
         from mlflow.tracking.request_header.registry import resolve_request_headers
         from requests.utils import get_environ_proxies
