@@ -42,7 +42,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mlflow_ext import mlflow_internals, rest_post, settings
@@ -219,6 +219,8 @@ class FastWrites:
     """The replaced ``log_metric`` and ``log_batch``, mixed into MLflow's ``RestStore`` by ``store_class``:
     ``super()`` is MLflow's method. A body built here goes out on a kept-alive connection
     (``mlflow_ext.rest_post``), or through MLflow's ``_call_endpoint`` when that leaves it to MLflow."""
+
+    get_host_creds: Callable[[], Any]  # MLflow's RestStore's
 
     def log_metric(self, run_id, metric):
         body = log_metric_body(run_id, metric)

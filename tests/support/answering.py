@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.support.threaded_server import ServedInThread
 
 
 class _Answer(BaseHTTPRequestHandler):
@@ -35,9 +36,9 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-class Answering:
+class Answering(ServedInThread):
     def __init__(self, tls_dir: Path | None = None) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+        super().__init__(ThreadingHTTPServer(("127.0.0.1", 0), _Answer), "answering")
         self.server.daemon_threads = True
         self.cert: Path | None = None
         scheme = "http"
@@ -48,13 +49,3 @@ class Answering:
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
             scheme = "https"
         self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="answering", daemon=True)
-
-    def __enter__(self) -> Answering:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)

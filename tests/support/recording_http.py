@@ -9,9 +9,10 @@ out); by default 200 ``{}``. Stopped on leaving the ``with`` block.
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from tests.support.threaded_server import ServedInThread
 
 
 class Request(NamedTuple):
@@ -53,12 +54,13 @@ class _Server(http.server.ThreadingHTTPServer):
     answer: Callable[[Request], Answer]
 
 
-class RecordingServer:
+class RecordingServer(ServedInThread):
+    server: _Server
+
     def __init__(self, answer: Callable[[Request], Answer] | None = None) -> None:
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        super().__init__(_Server(("127.0.0.1", 0), _Handler), "recording-http")
         self.server.requests = self.requests = []
         self.server.answer = answer or (lambda request: Answer())
-        self.thread = threading.Thread(target=self.server.serve_forever, name="recording-http", daemon=True)
 
     @property
     def port(self) -> int:
@@ -67,12 +69,3 @@ class RecordingServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> RecordingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
