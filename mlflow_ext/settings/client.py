@@ -36,9 +36,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MLFLOW_EXT_FAST_CLIENT",
-        "http(s) tracking URIs get MLflow's REST store with a log_batch that builds its request body "
-        "straight from the entities (the same JSON as MLflow's protobuf conversion, for a fraction of the "
-        "CPU); "
+        "http(s) tracking URIs get MLflow's REST store with a log_metric and log_batch that build their "
+        "request bodies straight from the entities (the same JSON as MLflow's protobuf conversion, for a "
+        "fraction of the CPU) and send them on a kept-alive connection; "
         "false: MLflow's own store (mlflow_ext.rest_store).",
         "true",
         parse=boolean,
