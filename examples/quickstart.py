@@ -64,8 +64,10 @@ def main() -> None:
     client.set_model_version_tag(args.model_name, version, "validated", "true")
     client.set_registered_model_tag(args.model_name, "team", "quickstart")
 
-    model = mlflow.pyfunc.load_model(f"models:/{args.model_name}@{args.alias}")
-    prediction = model.predict(example)
+    # Given no destination, load_model would leave its copy of the model in a new temporary directory.
+    with tempfile.TemporaryDirectory() as scratch:
+        model = mlflow.pyfunc.load_model(f"models:/{args.model_name}@{args.alias}", dst_path=scratch)
+        prediction = model.predict(example)
     print(
         json.dumps(
             {

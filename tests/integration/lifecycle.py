@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -32,15 +33,18 @@ def run_lifecycle(env: dict[str, str], s3_client, bucket: str) -> dict:
     ``env`` holds MLFLOW_TRACKING_URI and the credentials (and the CA path for TLS).
     """
     model_name = f"lifecycle-{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--experiment", model_name, "--model-name", model_name],
-        env=_client_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="quickstart-tmp-") as scratch:
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLE), "--experiment", model_name, "--model-name", model_name],
+            env={**_client_environment(env), "TMPDIR": scratch},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        left = sorted(path.name for path in Path(scratch).iterdir())
     assert result.returncode == 0, result.stderr[-3000:]
+    assert left == [], f"the quickstart left {left} in the temporary directory"  # a model copy, each run
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["prediction"] == [8.0, 12.0]
 
