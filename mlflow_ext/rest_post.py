@@ -40,18 +40,18 @@ from mlflow_ext import mlflow_internals
 
 
 class _Target(NamedTuple):
-    """Where and how a request goes, from the host credentials of one request."""
+    """Where a request goes and how its connection is checked: what a kept connection must match."""
 
     scheme: str
     host: str
     port: int | None
     prefix: str  # the tracking URI's path, before the endpoint
     verify: Any  # requests' ``verify``: True, False or a CA file or directory
-    authorization: str | None
 
 
-def target(creds: Any) -> _Target | None:
-    """The request's target, or None when MLflow's ``http_request`` might send it otherwise."""
+def target(creds: Any) -> tuple[_Target, str | None] | None:
+    """The request's target and ``Authorization`` header, or None when MLflow's ``http_request`` might send
+    it otherwise."""
     if (
         creds.auth
         or creds.aws_sigv4
@@ -71,7 +71,7 @@ def target(creds: Any) -> _Target | None:
         authorization = f"Bearer {creds.token}"
     else:
         authorization = None
-    return _Target(url.scheme, url.hostname, url.port, url.path.rstrip("/"), creds.verify, authorization)
+    return _Target(url.scheme, url.hostname, url.port, url.path.rstrip("/"), creds.verify), authorization
 
 
 def _tls_context(verify: Any) -> ssl.SSLContext:
@@ -108,17 +108,18 @@ class Poster:
     def post(self, creds: Any, endpoint: str, body: str) -> bool:
         """POST ``body`` (JSON text) to ``endpoint``: True once answered 200, False to leave the request
         to MLflow's ``http_request``; MLflow's exception for an error it would raise at once."""
-        where = target(creds)
-        if where is None or not mlflow_internals.plain_rest_request():
+        found = target(creds)
+        if found is None or not mlflow_internals.plain_rest_request():
             return False
+        where, authorization = found
         payload = body.encode()
         for _ in range(2):
-            opened, fresh = self._connection(where, endpoint)
+            opened, fresh = self._connection(where)
             if opened is None:
                 return False
             headers = opened.headers
-            if where.authorization is not None:
-                headers = {**headers, "Authorization": where.authorization}
+            if authorization is not None:
+                headers = {**headers, "Authorization": authorization}
             try:
                 opened.connection.request("POST", where.prefix + endpoint, payload, headers)
                 response = opened.connection.getresponse()
@@ -145,17 +146,17 @@ class Poster:
         if opened is not None and opened.pid == os.getpid():
             opened.connection.close()
 
-    def _connection(self, where: _Target, endpoint: str) -> tuple[_Open | None, bool]:
+    def _connection(self, where: _Target) -> tuple[_Open | None, bool]:
         """This thread's connection to ``where`` (and whether it is new), or None when the request is not
         one to send here."""
         opened = getattr(self._local, "opened", None)
-        if opened is not None and (opened.pid != os.getpid() or opened.target[:5] != where[:5]):
+        if opened is not None and (opened.pid != os.getpid() or opened.target != where):
             self.close()  # another process's (its TLS state is not this one's) or another server's
             opened = None
         if opened is not None:
             return opened, False
         host = f"[{where.host}]" if ":" in where.host else where.host  # an IPv6 address
-        url = f"{where.scheme}://{host}{f':{where.port}' if where.port else ''}{where.prefix}{endpoint}"
+        url = f"{where.scheme}://{host}{f':{where.port}' if where.port else ''}{where.prefix}/"
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
         from mlflow.tracking.request_header.registry import resolve_request_headers
         from requests.utils import get_environ_proxies
